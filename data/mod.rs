@@ -1,0 +1,1 @@
+//! Tokenisation and text input.

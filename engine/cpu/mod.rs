@@ -1,0 +1,8 @@
+//! The CPU backend: plain kernels on slices, forward and backward side by side.
+//!
+//! Row-wise kernels are generic over [`Real`](crate::engine::real::Real) and run in f64 in the
+//! gradient tests. Work is split over rows with rayon; reductions across rows (parameter
+//! gradients) are summed over fixed-size row chunks in a fixed order, so results do not depend
+//! on the number of threads.
+
+pub mod gemm;

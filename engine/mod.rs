@@ -1,0 +1,17 @@
+//! The engine: tensors, the CPU backend, and the autograd tape.
+//!
+//! - [`tensor`]: contiguous row-major tensors with f32 compute and f32/bf16/f16 storage, owned or
+//!   memory-mapped.
+//! - [`cpu`]: the plain CPU kernels (forward and backward of every operation) and the matrix
+//!   product; generic over [`real::Real`] so the same code runs in f64 for gradient checks.
+//! - [`autograd`]: parameters (trainable or frozen) and the tape that records an operation only
+//!   when a trainable parameter is upstream of it.
+//! - [`ops`]: the differentiable operations the models are built from.
+
+pub mod autograd;
+pub mod cpu;
+pub mod error;
+pub mod ops;
+pub mod real;
+pub mod rng;
+pub mod tensor;

@@ -1,0 +1,1 @@
+//! Model configurations, weight loading and architectures.
