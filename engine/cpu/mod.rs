@@ -6,3 +6,4 @@
 //! on the number of threads.
 
 pub mod gemm;
+pub mod reduce;
