@@ -6,4 +6,5 @@
 //! on the number of threads.
 
 pub mod gemm;
+pub mod attention;
 pub mod reduce;

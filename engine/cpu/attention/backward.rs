@@ -1,0 +1,185 @@
+//! Backward: per query block, recompute the probabilities from the saved log-sum-exp, then
+//! `dV += P^T dO`, `dS = P * (dO V^T - rowsum(dO * O))`, `dQ = scale dS K`,
+//! `dK += scale dS^T Q`, for the prefix and the sequence parts alike. Only the gradients asked
+//! for are computed. Outputs overwrite; the prefix gradients are sums over the batch.
+
+use rayon::prelude::*;
+
+use super::{scores, AttnDims, AttnGrads, AttnInputs, AttnNeeds, Heads, Q_BLOCK};
+use crate::engine::cpu::gemm::{gemm, MatMut, MatRef, Precision};
+use crate::engine::tensor::View;
+
+/// One (batch, kv head) unit's gradients: `dq` for its `rep` query heads `[rep, T, d]`, and
+/// `dk`, `dv` `[S, d]`, `dpk`, `dpv` `[P, d]`.
+struct UnitGrads {
+    dq: Vec<f32>,
+    dk: Vec<f32>,
+    dv: Vec<f32>,
+    dpk: Vec<f32>,
+    dpv: Vec<f32>,
+}
+
+/// `out` and `lse` are the forward's results; `dout` has the layout of `out`.
+pub fn attention_backward(
+    x: &AttnInputs<'_>,
+    d: &AttnDims,
+    out: &[f32],
+    lse: &[f32],
+    dout: &[f32],
+    needs: AttnNeeds,
+    precision: Precision,
+) -> AttnGrads {
+    let hs = Heads { x, d };
+    let units: Vec<UnitGrads> = (0..d.batch * d.kv_heads)
+        .into_par_iter()
+        .map(|u| unit_backward(&hs, u / d.kv_heads, u % d.kv_heads, out, lse, dout, needs, precision))
+        .collect();
+    gather(d, &units, needs)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn unit_backward(
+    hs: &Heads<'_>,
+    b: usize,
+    g: usize,
+    out: &[f32],
+    lse: &[f32],
+    dout: &[f32],
+    needs: AttnNeeds,
+    p: Precision,
+) -> UnitGrads {
+    let d = hs.d;
+    let (t_len, hd, rep, pre, s_len) = (d.q_len, d.head_dim, d.group(), d.prefix, d.kv_len);
+    let l = pre + s_len;
+    let w = d.heads * hd;
+    let need_ds = needs.q || needs.k || needs.pk;
+    let mut ug = UnitGrads {
+        dq: vec![0.0; if needs.q { rep * t_len * hd } else { 0 }],
+        dk: vec![0.0; if needs.k { s_len * hd } else { 0 }],
+        dv: vec![0.0; if needs.v { s_len * hd } else { 0 }],
+        dpk: vec![0.0; if needs.pk { pre * hd } else { 0 }],
+        dpv: vec![0.0; if needs.pv { pre * hd } else { 0 }],
+    };
+    let mut probs = vec![0.0f32; Q_BLOCK * l];
+    let mut ds = vec![0.0f32; Q_BLOCK * l];
+    for r in 0..rep {
+        let h = g * rep + r;
+        for t0 in (0..t_len).step_by(Q_BLOCK) {
+            let n = Q_BLOCK.min(t_len - t0);
+            scores(hs, b, h, t0, n, &mut probs, p);
+            for i in 0..n {
+                let m = lse[(b * d.heads + h) * t_len + t0 + i];
+                for v in &mut probs[i * l..(i + 1) * l] {
+                    // exp(-inf - m) = 0 for masked keys; a row that saw nothing has m = -inf.
+                    *v = if m == f32::NEG_INFINITY { 0.0 } else { (*v - m).exp() };
+                }
+            }
+            let row0 = (b * t_len + t0) * w + h * hd;
+            let d_out = MatRef::strided(View::F32(dout), row0, n, hd, w);
+            let p_pre = MatRef::strided(View::F32(&probs), 0, n, pre, l);
+            let p_seq = MatRef::strided(View::F32(&probs), pre, n, s_len, l);
+            if needs.pv && pre > 0 {
+                gemm(1.0, p_pre.t(), d_out, true, rows_of(hd, &mut ug.dpv, pre), p, false);
+            }
+            if needs.v && s_len > 0 {
+                gemm(1.0, p_seq.t(), d_out, true, rows_of(hd, &mut ug.dv, s_len), p, false);
+            }
+            if !need_ds {
+                continue;
+            }
+            // dP = dO [pv ; v]^T
+            if pre > 0 {
+                let c = MatMut { data: &mut ds[..], rows: n, cols: pre, row_stride: l };
+                gemm(1.0, d_out, hs.pre(hs.x.pv, g).t(), false, c, p, false);
+            }
+            if s_len > 0 {
+                let c = MatMut { data: &mut ds[pre..], rows: n, cols: s_len, row_stride: l };
+                gemm(1.0, d_out, hs.seq(hs.x.v, b, g).t(), false, c, p, false);
+            }
+            // dS = scale * P * (dP - rowsum(dO * O))
+            for i in 0..n {
+                let o = &out[row0 + i * w..][..hd];
+                let go = &dout[row0 + i * w..][..hd];
+                let di: f32 = o.iter().zip(go).map(|(a, c)| a * c).sum();
+                for (dsv, &pv) in ds[i * l..(i + 1) * l].iter_mut().zip(&probs[i * l..(i + 1) * l]) {
+                    *dsv = d.scale * pv * (*dsv - di);
+                }
+            }
+            let ds_pre = MatRef::strided(View::F32(&ds), 0, n, pre, l);
+            let ds_seq = MatRef::strided(View::F32(&ds), pre, n, s_len, l);
+            if needs.q {
+                let dq = &mut ug.dq[(r * t_len + t0) * hd..(r * t_len + t0 + n) * hd];
+                let mut acc = false;
+                if pre > 0 {
+                    gemm(1.0, ds_pre, hs.pre(hs.x.pk, g), false, rows_of(hd, dq, n), p, false);
+                    acc = true;
+                }
+                if s_len > 0 {
+                    gemm(1.0, ds_seq, hs.seq(hs.x.k, b, g), acc, rows_of(hd, dq, n), p, false);
+                }
+            }
+            let q_blk = hs.q(b, h, t0, n);
+            if needs.pk && pre > 0 {
+                gemm(1.0, ds_pre.t(), q_blk, true, rows_of(hd, &mut ug.dpk, pre), p, false);
+            }
+            if needs.k && s_len > 0 {
+                gemm(1.0, ds_seq.t(), q_blk, true, rows_of(hd, &mut ug.dk, s_len), p, false);
+            }
+        }
+    }
+    ug
+}
+
+/// Scatters the units' gradients into the tensors' layouts; sums the prefix gradients over the
+/// batch in batch order.
+fn gather(d: &AttnDims, units: &[UnitGrads], needs: AttnNeeds) -> AttnGrads {
+    let (t_len, s_len, hd, rep) = (d.q_len, d.kv_len, d.head_dim, d.group());
+    let (w, kvw) = (d.heads * hd, d.kv_heads * hd);
+    let dq = needs.q.then(|| {
+        let mut dq = vec![0.0f32; d.batch * t_len * w];
+        dq.par_chunks_mut(w.max(1)).enumerate().for_each(|(row, dst)| {
+            let (b, t) = (row / t_len, row % t_len);
+            for h in 0..d.heads {
+                let src = &units[b * d.kv_heads + h / rep].dq[((h % rep) * t_len + t) * hd..][..hd];
+                dst[h * hd..(h + 1) * hd].copy_from_slice(src);
+            }
+        });
+        dq
+    });
+    let seq = |pick: fn(&UnitGrads) -> &Vec<f32>| {
+        let mut out = vec![0.0f32; d.batch * s_len * kvw];
+        out.par_chunks_mut(kvw.max(1)).enumerate().for_each(|(row, dst)| {
+            let (b, j) = (row / s_len, row % s_len);
+            for g in 0..d.kv_heads {
+                dst[g * hd..(g + 1) * hd].copy_from_slice(&pick(&units[b * d.kv_heads + g])[j * hd..][..hd]);
+            }
+        });
+        out
+    };
+    let prefix = |pick: fn(&UnitGrads) -> &Vec<f32>| {
+        let mut out = vec![0.0f32; d.prefix * kvw];
+        for b in 0..d.batch {
+            for g in 0..d.kv_heads {
+                let src = pick(&units[b * d.kv_heads + g]);
+                for j in 0..d.prefix {
+                    for (o, s) in out[j * kvw + g * hd..][..hd].iter_mut().zip(&src[j * hd..][..hd]) {
+                        *o += s;
+                    }
+                }
+            }
+        }
+        out
+    };
+    AttnGrads {
+        dq,
+        dk: needs.k.then(|| seq(|u| &u.dk)),
+        dv: needs.v.then(|| seq(|u| &u.dv)),
+        dpk: needs.pk.then(|| prefix(|u| &u.dpk)),
+        dpv: needs.pv.then(|| prefix(|u| &u.dpv)),
+    }
+}
+
+/// A dense `rows x width` output.
+fn rows_of(width: usize, buf: &mut [f32], rows: usize) -> MatMut<'_> {
+    MatMut { data: buf, rows, cols: width, row_stride: width }
+}

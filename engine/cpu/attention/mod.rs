@@ -1,0 +1,133 @@
+//! Attention with prefix keys on the CPU, flash-attention style.
+//!
+//! Computes `softmax(scale * q [pk ; k]^T + mask) [pv ; v]` for every (batch, query head).
+//! Layouts (row-major): `q` `[B, T, H*d]`; `k`, `v` `[B, S, Hkv*d]`; `pk`, `pv` `[P, Hkv*d]`
+//! (trainable prefix keys/values shared by the whole batch; P may be 0); `key_mask` `[B, S]`
+//! (1 = real key, 0 = padding); output `[B, T, H*d]`. Query head `h` reads key/value head
+//! `h / (H / Hkv)` (grouped-query attention). Query `t` sees every prefix key, and sequence key
+//! `j` when the mask allows it and, if causal, when `j <= t + S - T`: the causal mask aligned
+//! to the bottom right, so that with a KV cache the last query sees everything. A query that
+//! sees no key outputs zeros.
+//!
+//! Work is split over (batch, key/value head) units in parallel; inside a unit, queries go in
+//! blocks of [`Q_BLOCK`] rows, so the scores of one block (`Q_BLOCK x (P + S)`) stay in cache
+//! and the full score matrix never exists. The forward keeps the log-sum-exp of each query; the
+//! backward recomputes the probabilities from it. The prefix gradients are summed over the
+//! batch in batch order, so results do not depend on the thread count.
+
+mod backward;
+mod forward;
+pub mod reference;
+
+pub use backward::attention_backward;
+pub use forward::attention_forward;
+
+use crate::engine::cpu::gemm::{gemm, MatMut, MatRef, Precision};
+use crate::engine::tensor::View;
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AttnDims {
+    pub batch: usize,
+    pub q_len: usize,
+    pub kv_len: usize,
+    pub prefix: usize,
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+    pub causal: bool,
+    pub scale: f32,
+}
+
+impl AttnDims {
+    pub fn group(&self) -> usize {
+        self.heads / self.kv_heads
+    }
+
+    /// Whether query `t` of batch element `b` sees sequence key `j`.
+    #[inline(always)]
+    pub fn visible(&self, key_mask: Option<&[f32]>, b: usize, t: usize, j: usize) -> bool {
+        let real = key_mask.is_none_or(|m| m[b * self.kv_len + j] != 0.0);
+        let causal_ok = !self.causal || j + self.q_len <= t + self.kv_len;
+        real && causal_ok
+    }
+}
+
+pub struct AttnInputs<'a> {
+    pub q: &'a [f32],
+    pub k: &'a [f32],
+    pub v: &'a [f32],
+    pub pk: &'a [f32],
+    pub pv: &'a [f32],
+    pub key_mask: Option<&'a [f32]>,
+}
+
+/// Which input gradients to compute.
+#[derive(Clone, Copy, Debug)]
+pub struct AttnNeeds {
+    pub q: bool,
+    pub k: bool,
+    pub v: bool,
+    pub pk: bool,
+    pub pv: bool,
+}
+
+/// Gradients of attention, each `Some` when asked for.
+pub struct AttnGrads {
+    pub dq: Option<Vec<f32>>,
+    pub dk: Option<Vec<f32>>,
+    pub dv: Option<Vec<f32>>,
+    pub dpk: Option<Vec<f32>>,
+    pub dpv: Option<Vec<f32>>,
+}
+
+pub const Q_BLOCK: usize = 64;
+
+/// Strided views of one head's rows.
+struct Heads<'a> {
+    x: &'a AttnInputs<'a>,
+    d: &'a AttnDims,
+}
+
+impl<'a> Heads<'a> {
+    /// Rows `t0..t0+n` of query head `h` in batch `b`: `n x d`.
+    fn q(&self, b: usize, h: usize, t0: usize, n: usize) -> MatRef<'a> {
+        let (d, w) = (self.d.head_dim, self.d.heads * self.d.head_dim);
+        MatRef::strided(View::F32(self.x.q), (b * self.d.q_len + t0) * w + h * d, n, d, w)
+    }
+    /// Sequence rows of key/value head `g` in batch `b`: `S x d`.
+    fn seq(&self, src: &'a [f32], b: usize, g: usize) -> MatRef<'a> {
+        let (d, w) = (self.d.head_dim, self.d.kv_heads * self.d.head_dim);
+        MatRef::strided(View::F32(src), b * self.d.kv_len * w + g * d, self.d.kv_len, d, w)
+    }
+    /// Prefix rows of key/value head `g`: `P x d`.
+    fn pre(&self, src: &'a [f32], g: usize) -> MatRef<'a> {
+        let (d, w) = (self.d.head_dim, self.d.kv_heads * self.d.head_dim);
+        MatRef::strided(View::F32(src), g * d, self.d.prefix, d, w)
+    }
+}
+
+/// Scores of queries `t0..t0+n` (head `h`, batch `b`) against [prefix ; sequence] keys into
+/// `s` (`n x L`, L = P + S), masked entries set to -inf.
+fn scores(hs: &Heads<'_>, b: usize, h: usize, t0: usize, n: usize, s: &mut [f32], precision: Precision) {
+    let d = hs.d;
+    let l = d.prefix + d.kv_len;
+    let g = h / d.group();
+    let q = hs.q(b, h, t0, n);
+    if d.prefix > 0 {
+        let c = MatMut { data: &mut s[..], rows: n, cols: d.prefix, row_stride: l };
+        gemm(d.scale, q, hs.pre(hs.x.pk, g).t(), false, c, precision, false);
+    }
+    if d.kv_len > 0 {
+        let c = MatMut { data: &mut s[d.prefix..], rows: n, cols: d.kv_len, row_stride: l };
+        gemm(d.scale, q, hs.seq(hs.x.k, b, g).t(), false, c, precision, false);
+    }
+    for i in 0..n {
+        let row = &mut s[i * l + d.prefix..(i + 1) * l];
+        for (j, v) in row.iter_mut().enumerate() {
+            if !d.visible(hs.x.key_mask, b, t0 + i, j) {
+                *v = f32::NEG_INFINITY;
+            }
+        }
+    }
+}
+
