@@ -6,3 +6,5 @@ pub mod matmul;
 
 pub use linear::linear;
 pub use matmul::matmul;
+pub mod attention;
+pub use attention::{attention, AttentionSpec};
