@@ -2,6 +2,7 @@
 
 mod fetch_model;
 mod hidden;
+mod model_arg;
 
 use clap::{Parser, Subcommand};
 use polyadapt::Result;

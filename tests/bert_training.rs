@@ -1,0 +1,153 @@
+//! Gradients through the real MiniLM: a LoRA-like matrix pair in a middle layer against finite
+//! differences, what the tape keeps when only a late layer trains, and full fine-tuning.
+
+mod common;
+
+use common::*;
+use polyadapt::data::text::read_lines;
+use polyadapt::data::{EncodedBatch, TextTokenizer};
+use polyadapt::engine::autograd::{ParamId, ParamStore, Tape, Var};
+use polyadapt::engine::cpu::gemm::Precision;
+use polyadapt::engine::ops;
+use polyadapt::engine::tensor::Tensor;
+use polyadapt::models::bert::{BertModel, ForwardOptions, LoadOptions};
+use polyadapt::models::hooks::{LayerHooks, NoHooks, Proj};
+use polyadapt::Result;
+
+const RANK: usize = 4;
+
+/// `x A^T B^T` added to one projection of one layer: the shape of LoRA, with both matrices
+/// random so that both have non-zero gradients.
+struct LowRank {
+    layer: usize,
+    proj: Proj,
+    a: ParamId,
+    b: ParamId,
+}
+
+impl LayerHooks for LowRank {
+    fn linear_delta(&self, tape: &mut Tape, store: &ParamStore, layer: usize, proj: Proj, x: &Var) -> Result<Option<Var>> {
+        if layer != self.layer || proj != self.proj {
+            return Ok(None);
+        }
+        let (a, b) = (tape.param(store, self.a), tape.param(store, self.b));
+        let h = ops::linear(tape, x, &a, None, Precision::F32)?;
+        Ok(Some(ops::linear(tape, &h, &b, None, Precision::F32)?))
+    }
+}
+
+fn setup() -> (BertModel, ParamStore, EncodedBatch) {
+    let dir = real_model("all-minilm-l6-v2");
+    let mut store = ParamStore::new();
+    let model = BertModel::load(&dir, &mut store, LoadOptions::default()).unwrap();
+    let tok = TextTokenizer::from_file(&dir.join("tokenizer.json"), None).unwrap();
+    let lines = read_lines(&fixtures_dir().join("texts_multilingual.txt")).unwrap();
+    let batch = tok.encode_batch(&lines[..3], model.max_tokens()).unwrap();
+    (model, store, batch)
+}
+
+/// `sum(mean_pool(h_last) * r)` for a fixed random `r`, accumulated in f64.
+fn loss(model: &BertModel, store: &ParamStore, batch: &EncodedBatch, hooks: &dyn LayerHooks, tape: &mut Tape) -> (Var, f64) {
+    let n = model.num_layers();
+    let opts = ForwardOptions { layers: vec![n], ..Default::default() };
+    let h = model.forward(tape, store, batch, hooks, &opts).unwrap().hidden.remove(0).1;
+    let mask = Tensor::new(batch.mask.clone(), &[batch.batch, batch.len]);
+    let pooled = ops::mean_pool(tape, &h, &mask).unwrap();
+    let r = Var::constant(Tensor::new(rand_vec(99, pooled.value().numel(), 1.0), pooled.shape()));
+    let weighted = ops::mul(tape, &pooled, &r).unwrap();
+    let total: f64 = weighted.value().f32s().iter().map(|&v| v as f64).sum();
+    (ops::sum_all(tape, &weighted).unwrap(), total)
+}
+
+#[test]
+fn low_rank_gradient_in_a_middle_layer_matches_finite_differences() {
+    let (model, mut store, batch) = setup();
+    let h = model.config.hidden_size;
+    let a = store.add("lowrank.A", Tensor::new(rand_vec(1, RANK * h, 0.05), &[RANK, h]), true).unwrap();
+    let b = store.add("lowrank.B", Tensor::new(rand_vec(2, h * RANK, 0.05), &[h, RANK]), true).unwrap();
+    let hooks = LowRank { layer: 3, proj: Proj::Value, a, b };
+    let mut tape = Tape::new();
+    let (l, _) = loss(&model, &store, &batch, &hooks, &mut tape);
+    tape.backward(&l, &mut store).unwrap();
+    // Exactly the two trainable matrices have gradient buffers; no frozen weight has one.
+    assert_eq!(store.grad_buffers(), (2, 2 * RANK * h * 4));
+
+    for (id, seed) in [(a, 10u64), (b, 20), (a, 30), (b, 40)] {
+        let grad = to64(store.grad(id).unwrap().f32s());
+        let base = store.value(id).f32s().to_vec();
+        let dir = rand_vec(seed, base.len(), 1.0);
+        let eps = 1e-3f32;
+        let mut at = |sign: f32| {
+            let moved: Vec<f32> = base.iter().zip(&dir).map(|(x, d)| x + sign * eps * d).collect();
+            store.set_value(id, Tensor::new(moved, store.value(id).shape())).unwrap();
+            let mut tape = Tape::new();
+            loss(&model, &store, &batch, &hooks, &mut tape).1
+        };
+        let fd = (at(1.0) - at(-1.0)) / (2.0 * eps as f64);
+        store.set_value(id, Tensor::new(base.clone(), store.value(id).shape())).unwrap();
+        let analytic: f64 = grad.iter().zip(&dir).map(|(g, d)| g * *d as f64).sum();
+        let err = (analytic - fd).abs() / fd.abs().max(1e-3);
+        assert!(err < 1e-2, "{}: directional derivative {analytic:.6e} vs finite difference {fd:.6e} (rel {err:.2e})", store.name(id));
+    }
+}
+
+#[test]
+fn training_only_the_last_layer_keeps_no_activations_of_earlier_layers() {
+    let (model, mut store, batch) = setup();
+    let n = model.num_layers();
+    let stats_with = |store: &mut ParamStore, layer: usize| {
+        store.set_trainable_where(false, |_| true);
+        let prefix = format!("encoder.layer.{layer}.");
+        let count = store.set_trainable_where(true, |name| name.starts_with(&prefix));
+        assert_eq!(count, 16, "a BERT layer has 16 parameter tensors");
+        let mut tape = Tape::new();
+        let (l, _) = loss(&model, store, &batch, &NoHooks, &mut tape);
+        let stats = tape.stats();
+        tape.backward(&l, store).unwrap();
+        (stats, store.grad_buffers().0)
+    };
+    let (last, grads) = stats_with(&mut store, n - 1);
+    // Only the last layer's operations (and the loss) are on the tape: no embedding, nothing
+    // of layers 0..n-2.
+    assert!(!last.op_names.contains(&"embedding"), "{:?}", last.op_names);
+    let layer_ops = last.op_names.iter().filter(|&&o| o == "attention").count();
+    assert_eq!(layer_ops, 1, "{:?}", last.op_names);
+    assert_eq!(grads, 16);
+    let (first, _) = stats_with(&mut store, 0);
+    assert_eq!(first.op_names.iter().filter(|&&o| o == "attention").count(), n);
+    // Training the first layer keeps activations of every layer after it; the last alone keeps
+    // one layer's worth.
+    assert!(
+        last.saved_activation_bytes * (n - 1) < first.saved_activation_bytes,
+        "last layer only: {} bytes, first layer only: {} bytes",
+        last.saved_activation_bytes,
+        first.saved_activation_bytes
+    );
+    // Grad buffers of the previous run were dropped when its parameters were frozen.
+    assert_eq!(store.grad_buffers().0, 16);
+}
+
+#[test]
+fn full_fine_tuning_gives_every_parameter_a_gradient() {
+    let (model, mut store, batch) = setup();
+    store.set_trainable_where(true, |_| true);
+    let mut tape = Tape::new();
+    let (l, _) = loss(&model, &store, &batch, &NoHooks, &mut tape);
+    tape.backward(&l, &mut store).unwrap();
+    let (count, bytes) = store.grad_buffers();
+    assert_eq!(count, store.len());
+    assert_eq!(bytes, store.total_numel() * 4);
+    for id in store.ids() {
+        let g = store.grad(id).unwrap().f32s();
+        assert!(g.iter().all(|v| v.is_finite()), "{}", store.name(id));
+    }
+    // The word embedding gets gradient only in the rows of tokens that occur.
+    let word = store.id("embeddings.word_embeddings.weight").unwrap();
+    let g = store.grad(word).unwrap().f32s();
+    let h = model.config.hidden_size;
+    let used: std::collections::HashSet<u32> = batch.ids.iter().copied().collect();
+    for row in 0..model.config.vocab_size {
+        let nonzero = g[row * h..(row + 1) * h].iter().any(|&v| v != 0.0);
+        assert!(!nonzero || used.contains(&(row as u32)), "row {row} has a gradient but never occurs");
+    }
+}
