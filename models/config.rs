@@ -45,11 +45,8 @@ const ACTIVATIONS: &[(&str, Activation)] = &[
     ("relu", Activation::Relu),
 ];
 
-const MODEL_TYPES: &[(&str, ModelType)] = &[
-    ("bert", ModelType::Bert),
-    ("xlm-roberta", ModelType::XlmRoberta),
-    ("roberta", ModelType::XlmRoberta),
-];
+const MODEL_TYPES: &[(&str, ModelType)] =
+    &[("bert", ModelType::Bert), ("xlm-roberta", ModelType::XlmRoberta), ("roberta", ModelType::XlmRoberta)];
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct BertConfig {
@@ -78,15 +75,17 @@ impl BertConfig {
 
     /// Parses `text`; `path` only names the file in errors.
     pub fn from_json_str(text: &str, path: &Path) -> Result<BertConfig> {
-        let value: Value = serde_json::from_str(text)
-            .map_err(|e| Error::format(path, format!("not valid JSON: {e}")))?;
+        let value: Value =
+            serde_json::from_str(text).map_err(|e| Error::format(path, format!("not valid JSON: {e}")))?;
         let Value::Object(map) = value else {
             return Err(Error::format(path, "expected a JSON object at the top level"));
         };
         let f = Fields { map: &map, path: path.to_path_buf() };
 
         let model_type = match f.get("model_type") {
-            None => return Err(f.err("model_type", format!("missing; expected one of {}", names(MODEL_TYPES)))),
+            None => {
+                return Err(f.err("model_type", format!("missing; expected one of {}", names(MODEL_TYPES))))
+            }
             Some(_) => f.choice("model_type", MODEL_TYPES)?,
         };
         let hidden_act = match f.get("hidden_act") {
@@ -127,14 +126,20 @@ impl BertConfig {
     }
 
     fn validate(&self, f: &Fields) -> Result<()> {
-        if self.hidden_size % self.num_attention_heads != 0 {
+        if !self.hidden_size.is_multiple_of(self.num_attention_heads) {
             return Err(f.err(
                 "num_attention_heads",
-                format!("hidden_size {} is not divisible by {} heads", self.hidden_size, self.num_attention_heads),
+                format!(
+                    "hidden_size {} is not divisible by {} heads",
+                    self.hidden_size, self.num_attention_heads
+                ),
             ));
         }
         if !(self.layer_norm_eps > 0.0 && self.layer_norm_eps.is_finite()) {
-            return Err(f.err("layer_norm_eps", format!("expected a positive number, found {}", self.layer_norm_eps)));
+            return Err(f.err(
+                "layer_norm_eps",
+                format!("expected a positive number, found {}", self.layer_norm_eps),
+            ));
         }
         for (field, p) in [
             ("hidden_dropout_prob", self.hidden_dropout_prob),
@@ -206,10 +211,9 @@ impl<'a> Fields<'a> {
     fn opt_uint(&self, field: &str) -> Result<Option<u64>> {
         match self.get(field) {
             None => Ok(None),
-            Some(v) => v
-                .as_u64()
-                .map(Some)
-                .ok_or_else(|| self.err(field, format!("expected a non-negative integer, found {}", describe(v)))),
+            Some(v) => v.as_u64().map(Some).ok_or_else(|| {
+                self.err(field, format!("expected a non-negative integer, found {}", describe(v)))
+            }),
         }
     }
 
@@ -266,7 +270,11 @@ fn describe(v: &Value) -> String {
     match v {
         Value::Number(_) | Value::String(_) | Value::Bool(_) => {
             let text = v.to_string();
-            if text.len() <= 40 { format!("{kind} {text}") } else { kind.to_string() }
+            if text.len() <= 40 {
+                format!("{kind} {text}")
+            } else {
+                kind.to_string()
+            }
         }
         _ => kind.to_string(),
     }

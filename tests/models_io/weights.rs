@@ -25,7 +25,10 @@ fn write_model(dir: &Path, prefix: &str) {
     let hf_t = Tensor::from_storage(polyadapt::engine::tensor::Storage::F16(hf), &[3]);
     let tensors = vec![
         (format!("{prefix}embeddings.word_embeddings.weight"), TensorData::f32(seq(12, 1.0), &[4, 3])),
-        (format!("{prefix}encoder.layer.0.attention.self.query.weight"), TensorData::f32(seq(9, 0.1), &[3, 3])),
+        (
+            format!("{prefix}encoder.layer.0.attention.self.query.weight"),
+            TensorData::f32(seq(9, 0.1), &[3, 3]),
+        ),
         (format!("{prefix}embeddings.LayerNorm.weight"), TensorData::from_tensor(&bf_t)),
         (format!("{prefix}embeddings.LayerNorm.bias"), TensorData::from_tensor(&hf_t)),
         (format!("{prefix}embeddings.position_ids"), TensorData::i64(vec![0i64, 1, 2, 3], &[1, 4])),
@@ -87,9 +90,33 @@ fn writer_output_is_what_the_safetensors_library_writes() {
     let ours = std::fs::read(&path).unwrap();
 
     let views: Vec<(String, safetensors::tensor::TensorView)> = vec![
-        ("b.weight".into(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![2, 3], bytemuck::cast_slice(&a)).unwrap()),
-        ("a.weight".into(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![2], bytemuck::cast_slice(&a[..2])).unwrap()),
-        ("input_ids".into(), safetensors::tensor::TensorView::new(safetensors::Dtype::I64, vec![1, 3], bytemuck::cast_slice(&ids)).unwrap()),
+        (
+            "b.weight".into(),
+            safetensors::tensor::TensorView::new(
+                safetensors::Dtype::F32,
+                vec![2, 3],
+                bytemuck::cast_slice(&a),
+            )
+            .unwrap(),
+        ),
+        (
+            "a.weight".into(),
+            safetensors::tensor::TensorView::new(
+                safetensors::Dtype::F32,
+                vec![2],
+                bytemuck::cast_slice(&a[..2]),
+            )
+            .unwrap(),
+        ),
+        (
+            "input_ids".into(),
+            safetensors::tensor::TensorView::new(
+                safetensors::Dtype::I64,
+                vec![1, 3],
+                bytemuck::cast_slice(&ids),
+            )
+            .unwrap(),
+        ),
     ];
     let md: HashMap<String, String> = [("format".to_string(), "pt".to_string())].into();
     let theirs = safetensors::serialize(views, Some(md)).unwrap();
@@ -103,9 +130,17 @@ fn writer_refuses_bad_tensors_and_leaves_nothing_behind() {
     let t = |n: usize, shape: &[usize]| TensorData::f32(vec![0.0; n], shape);
     let msg = chain(write_safetensors(&path, &[("x".into(), t(5, &[2, 3]))], &BTreeMap::new()));
     assert_mentions(&msg, &["out.safetensors", "`x`", "5 values", "[2, 3]"]);
-    let msg = chain(write_safetensors(&path, &[("x".into(), t(1, &[1])), ("x".into(), t(1, &[1]))], &BTreeMap::new()));
+    let msg = chain(write_safetensors(
+        &path,
+        &[("x".into(), t(1, &[1])), ("x".into(), t(1, &[1]))],
+        &BTreeMap::new(),
+    ));
     assert_mentions(&msg, &["`x`", "twice"]);
-    let msg = chain(write_safetensors(&dir.join("no/such/dir/out.safetensors"), &[("x".into(), t(1, &[1]))], &BTreeMap::new()));
+    let msg = chain(write_safetensors(
+        &dir.join("no/such/dir/out.safetensors"),
+        &[("x".into(), t(1, &[1]))],
+        &BTreeMap::new(),
+    ));
     assert_mentions(&msg, &["cannot create", "no/such/dir"]);
     assert!(std::fs::read_dir(dir.path()).unwrap().next().is_none(), "nothing may be left behind");
 }
@@ -136,13 +171,26 @@ fn missing_tensor_names_file_tensor_and_closest_names() {
     write_model(dir.path(), "");
     let w = Weights::open(dir.path()).unwrap();
     let msg = chain(w.get("encoder.layer.0.attention.self.qeury.weight", &[3, 3]));
-    assert_mentions(&msg, &["model.safetensors", "`encoder.layer.0.attention.self.qeury.weight`", "not found",
-                            "closest names: `encoder.layer.0.attention.self.query.weight`"]);
+    assert_mentions(
+        &msg,
+        &[
+            "model.safetensors",
+            "`encoder.layer.0.attention.self.qeury.weight`",
+            "not found",
+            "closest names: `encoder.layer.0.attention.self.query.weight`",
+        ],
+    );
     let prefixed = TempDir::new("weights-missing-prefixed");
     write_model(prefixed.path(), "roberta.");
     let w = Weights::open(prefixed.path()).unwrap();
     let msg = chain(w.get_any("encoder.layer.1.output.dense.weight", &[3, 3]));
-    assert_mentions(&msg, &["not found", "tried `encoder.layer.1.output.dense.weight`, `roberta.encoder.layer.1.output.dense.weight`"]);
+    assert_mentions(
+        &msg,
+        &[
+            "not found",
+            "tried `encoder.layer.1.output.dense.weight`, `roberta.encoder.layer.1.output.dense.weight`",
+        ],
+    );
 }
 
 #[test]
@@ -151,7 +199,10 @@ fn wrong_shape_and_dtype_are_named() {
     write_model(dir.path(), "");
     let w = Weights::open(dir.path()).unwrap();
     let msg = chain(w.get("embeddings.word_embeddings.weight", &[3, 4]));
-    assert_mentions(&msg, &["model.safetensors", "`embeddings.word_embeddings.weight`", "expected shape [3, 4], found [4, 3]"]);
+    assert_mentions(
+        &msg,
+        &["model.safetensors", "`embeddings.word_embeddings.weight`", "expected shape [3, 4], found [4, 3]"],
+    );
     let msg = chain(w.get("embeddings.position_ids", &[1, 4]));
     assert_mentions(&msg, &["`embeddings.position_ids`", "I64", "F32, BF16, F16"]);
 }
@@ -160,7 +211,10 @@ fn wrong_shape_and_dtype_are_named() {
 fn directory_without_weights_is_named() {
     let dir = TempDir::new("weights-none");
     let msg = chain(Weights::open(dir.path()));
-    assert_mentions(&msg, &[dir.path().to_str().unwrap(), "model.safetensors", "model.safetensors.index.json"]);
+    assert_mentions(
+        &msg,
+        &[dir.path().to_str().unwrap(), "model.safetensors", "model.safetensors.index.json"],
+    );
 }
 
 /// A safetensors file from a raw JSON header (padded to 8 bytes) and data.
@@ -206,7 +260,14 @@ fn truncated_files_say_where_and_by_how_much() {
     let msg = open_error(&dir, &good[..8 + header_len / 2]);
     assert_mentions(&msg, &["truncated", &format!("header length field says {header_len} bytes")]);
     let msg = open_error(&dir, &good[..good.len() - 3]);
-    assert_mentions(&msg, &["truncated", &format!("header says {data_len} bytes of tensor data"), &format!("file has {} bytes", data_len - 3)]);
+    assert_mentions(
+        &msg,
+        &[
+            "truncated",
+            &format!("header says {data_len} bytes of tensor data"),
+            &format!("file has {} bytes", data_len - 3),
+        ],
+    );
     let mut longer = good.clone();
     longer.extend([0u8; 4]);
     assert_mentions(&open_error(&dir, &longer), &["4 bytes after the last tensor"]);
@@ -274,7 +335,10 @@ fn sharded_index_errors_name_the_index() {
     let index = write_sharded(dir.path());
     std::fs::remove_file(dir.join("model-00002-of-00002.safetensors")).unwrap();
     let msg = chain(Weights::open(dir.path()).map(|w| w.len()));
-    assert_mentions(&msg, &["model.safetensors.index.json", "model-00002-of-00002.safetensors", "missing", "b.weight"]);
+    assert_mentions(
+        &msg,
+        &["model.safetensors.index.json", "model-00002-of-00002.safetensors", "missing", "b.weight"],
+    );
 
     // A shard that lacks a tensor the index puts there.
     let dir = TempDir::new("weights-shards-lack");
