@@ -63,7 +63,7 @@ pub fn run(args: Args) -> Result<()> {
             tensors.push((format!("hidden.{l}"), TensorData::from_tensor(h.value())));
         }
         let meta = [("model".to_string(), dir.display().to_string())].into_iter().collect();
-        write_safetensors(path, &tensors, Some(meta))?;
+        write_safetensors(path, &tensors, &meta)?;
     }
     if !args.quiet {
         print_summary(&texts, &batch, &tokenizer, &out.hidden, model.config.hidden_size);
