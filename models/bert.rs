@@ -103,7 +103,7 @@ impl BertModel {
             let t = if t.dtype() == opts.dtype { t } else { t.to_dtype(opts.dtype) };
             store.add(name, t, false)
         };
-        let mut norm = |prefix: &str, get: &mut dyn FnMut(String, &[usize]) -> Result<ParamId>| -> Result<Norm> {
+        let norm = |prefix: &str, get: &mut dyn FnMut(String, &[usize]) -> Result<ParamId>| -> Result<Norm> {
             Ok(Norm { w: get(format!("{prefix}.weight"), &[h])?, b: get(format!("{prefix}.bias"), &[h])? })
         };
         let word = get("embeddings.word_embeddings.weight".into(), &[c.vocab_size, h])?;
@@ -113,7 +113,7 @@ impl BertModel {
         let mut layers = Vec::with_capacity(c.num_hidden_layers);
         for i in 0..c.num_hidden_layers {
             let p = format!("encoder.layer.{i}");
-            let mut lin = |name: &str, out: usize, inp: usize, get: &mut dyn FnMut(String, &[usize]) -> Result<ParamId>| -> Result<Linear> {
+            let lin = |name: &str, out: usize, inp: usize, get: &mut dyn FnMut(String, &[usize]) -> Result<ParamId>| -> Result<Linear> {
                 Ok(Linear { w: get(format!("{p}.{name}.weight"), &[out, inp])?, b: get(format!("{p}.{name}.bias"), &[out])? })
             };
             layers.push(Layer {
@@ -199,7 +199,7 @@ impl BertModel {
 
         let mask = Tensor::new(batch.mask.clone(), &shape);
         let mut hidden = Vec::new();
-        let mut keep = |i: usize, x: &Var, hidden: &mut Vec<(usize, Var)>| {
+        let keep = |i: usize, x: &Var, hidden: &mut Vec<(usize, Var)>| {
             for (k, &l) in opts.layers.iter().enumerate() {
                 if l == i {
                     hidden.push((k, x.clone()));

@@ -5,6 +5,16 @@
 //! gradients) are summed over fixed-size row chunks in a fixed order, so results do not depend
 //! on the number of threads.
 
-pub mod gemm;
+pub mod activation;
 pub mod attention;
+pub mod cross_entropy;
+pub mod distance;
+pub mod dropout;
+pub mod elementwise;
+pub mod embedding;
+pub mod gemm;
+pub mod norm;
+pub mod pooling;
 pub mod reduce;
+pub mod rows;
+pub mod softmax;

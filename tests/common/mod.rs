@@ -46,12 +46,79 @@ pub fn rel_err(a: &[f64], b: &[f64], floor: f64) -> f64 {
 }
 
 pub fn assert_close(what: &str, got: &[f64], want: &[f64], tol: f64) {
-    let e = rel_err(got, want, 1e-6);
+    assert_close_scaled(what, got, want, tol, 1e-6);
+}
+
+/// Like [`assert_close`], the error measured relative to at least `scale`: for results that
+/// are small because large terms cancel, whose rounding error follows the terms' size.
+pub fn assert_close_scaled(what: &str, got: &[f64], want: &[f64], tol: f64, scale: f64) {
+    let e = rel_err(got, want, scale);
     assert!(e <= tol, "{what}: relative error {e:.3e} > {tol:.1e}\n got  {:?}\n want {:?}", head(got), head(want));
 }
 
 fn head(v: &[f64]) -> &[f64] {
     &v[..v.len().min(8)]
+}
+
+/// What [`run_op`] observed.
+pub struct OpRun {
+    pub out: Vec<f32>,
+    pub shape: Vec<usize>,
+    /// The random upstream gradient backpropagated from the output.
+    pub g: Vec<f32>,
+    /// Gradient of each input: `Some` exactly for the trainable ones.
+    pub grads: Vec<Option<Vec<f32>>>,
+    /// The tape after the forward pass.
+    pub stats: polyadapt::engine::autograd::TapeStats,
+}
+
+/// Puts each input in a `ParamStore` (input `i` trainable when bit `i` of `trainable` is set),
+/// runs `f` on their values, backpropagates a random upstream gradient (from `g_seed`) and
+/// returns the output, the gradients and what the tape held. `trainable` must not be 0.
+pub fn run_op(
+    inputs: &[(&[f32], &[usize])],
+    trainable: u32,
+    g_seed: u64,
+    f: impl FnOnce(&mut polyadapt::engine::autograd::Tape, &[polyadapt::engine::autograd::Var]) -> polyadapt::engine::error::Result<polyadapt::engine::autograd::Var>,
+) -> OpRun {
+    use polyadapt::engine::autograd::{ParamStore, Tape};
+    use polyadapt::engine::tensor::Tensor;
+    let mut store = ParamStore::new();
+    let ids: Vec<_> = inputs
+        .iter()
+        .enumerate()
+        .map(|(i, (v, s))| store.add(format!("in{i}"), Tensor::new(v.to_vec(), s), trainable >> i & 1 == 1).unwrap())
+        .collect();
+    let mut tape = Tape::new();
+    let vars: Vec<_> = ids.iter().map(|&id| tape.param(&store, id)).collect();
+    let y = f(&mut tape, &vars).unwrap();
+    let stats = tape.stats();
+    let g = rand_vec(g_seed, y.value().numel(), 1.0);
+    tape.backward_from(&y, Tensor::new(g.clone(), y.shape()), &mut store).unwrap();
+    let grads = ids.iter().map(|&id| store.grad(id).map(|t| t.f32s().to_vec())).collect::<Vec<_>>();
+    for (i, gr) in grads.iter().enumerate() {
+        assert_eq!(gr.is_some(), trainable >> i & 1 == 1, "input {i}: gradient present iff trainable");
+    }
+    OpRun { out: y.value().f32s().to_vec(), shape: y.shape().to_vec(), g, grads, stats }
+}
+
+/// Checks each present gradient of `run` against `want[i]` (f64), relative error at most `tol`.
+pub fn assert_grads(run: &OpRun, want: &[Vec<f64>], tol: f64) {
+    assert_grads_scaled(run, want, tol, &vec![1e-6; want.len()]);
+}
+
+/// Like [`assert_grads`], the error of input `i` relative to at least `scale[i]`.
+pub fn assert_grads_scaled(run: &OpRun, want: &[Vec<f64>], tol: f64, scale: &[f64]) {
+    for (i, (got, want)) in run.grads.iter().zip(want).enumerate() {
+        if let Some(got) = got {
+            assert_close_scaled(&format!("gradient of input {i}"), &to64(got), want, tol, scale[i]);
+        }
+    }
+}
+
+/// `||v||`.
+pub fn norm(v: &[f64]) -> f64 {
+    v.iter().map(|x| x * x).sum::<f64>().sqrt()
 }
 
 /// A tensor read from a safetensors fixture, widened to f64 (ids and masks too).

@@ -1,0 +1,59 @@
+//! Cross-entropy of logits against integer targets, mean over the rows that are not ignored.
+//!
+//! Layout: `logits[n, c]` row-major, `targets[n]` (i64, as PyTorch); a target equal to
+//! [`IGNORE_INDEX`] skips its row. `loss = sum_i (lse_i - logits[i, t_i]) / count` with
+//! `lse_i = log sum_j exp(logits[i, j])` computed stably (row maximum subtracted), and
+//! `loss = 0` when every row is ignored. Backward keeps the logits and `lse` per row:
+//! `dlogits[i, j] = g * (exp(logits[i, j] - lse_i) - [j == t_i]) / count`, zero for ignored rows.
+//! Targets must have been checked against `c` by the caller.
+
+use crate::engine::cpu::rows::{for_each_row, map_indexed, sum_terms};
+use crate::engine::cpu::softmax::log_sum_exp;
+use crate::engine::real::Real;
+
+/// PyTorch's default `ignore_index`.
+pub const IGNORE_INDEX: i64 = -100;
+
+/// The loss and what its backward needs.
+pub struct CrossEntropy<T> {
+    pub loss: T,
+    /// Log-sum-exp of each row (also of ignored rows, which cost nothing extra to keep).
+    pub lse: Vec<T>,
+    /// Rows that count (targets other than [`IGNORE_INDEX`]).
+    pub count: usize,
+}
+
+pub fn cross_entropy<T: Real>(logits: &[T], targets: &[i64], c: usize) -> CrossEntropy<T> {
+    let n = targets.len();
+    let lse = map_indexed(n, c, |i| log_sum_exp(&logits[i * c..(i + 1) * c]));
+    let count = targets.iter().filter(|&&t| t != IGNORE_INDEX).count();
+    let total = sum_terms(n, |i| match targets[i] {
+        IGNORE_INDEX => T::ZERO,
+        t => lse[i] - logits[i * c + t as usize],
+    });
+    let loss = if count == 0 { T::ZERO } else { total / T::from_f64(count as f64) };
+    CrossEntropy { loss, lse, count }
+}
+
+/// `dlogits` for an upstream gradient `g` of the (mean) loss.
+pub fn cross_entropy_backward<T: Real>(
+    logits: &[T],
+    lse: &[T],
+    targets: &[i64],
+    count: usize,
+    c: usize,
+    g: T,
+    dlogits: &mut [T],
+) {
+    let scale = if count == 0 { T::ZERO } else { g / T::from_f64(count as f64) };
+    for_each_row(dlogits, targets.len(), c, |i, row| {
+        if targets[i] == IGNORE_INDEX {
+            row.fill(T::ZERO);
+            return;
+        }
+        for (o, &z) in row.iter_mut().zip(&logits[i * c..(i + 1) * c]) {
+            *o = scale * (z - lse[i]).exp();
+        }
+        row[targets[i] as usize] -= scale;
+    });
+}
