@@ -21,7 +21,7 @@ fn dropout_ref(x: &[f64], p: f32, r: DropoutRng) -> Vec<f64> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(48))]
+    #![proptest_config(cases(48))]
 
     #[test]
     fn dropout_matches_reference(n in 0usize..5, d in 0usize..40, p in 0.05f32..0.95, seed in any::<u64>(), stream in 0u64..4) {
@@ -33,12 +33,12 @@ proptest! {
         assert_close("forward", &to64(&run.out), &dropout_ref(&x64, p, r), 1e-6);
         let dx = run.grads[0].as_ref().unwrap();
         let scale = 1.0 / (1.0 - p);
-        for i in 0..x.len() {
+        for ((&y, &dxi), &g) in run.out.iter().zip(dx).zip(&run.g) {
             // The backward mask is the forward one.
-            if run.g[i] != 0.0 {
-                prop_assert_eq!(run.out[i] != 0.0, dx[i] != 0.0);
+            if g != 0.0 {
+                prop_assert_eq!(y != 0.0, dxi != 0.0);
             }
-            prop_assert!(dx[i] == 0.0 || (dx[i] - run.g[i] * scale).abs() <= 1e-6 * scale);
+            prop_assert!(dxi == 0.0 || (dxi - g * scale).abs() <= 1e-6 * scale);
         }
         let mut kernel = vec![0.0; x.len()];
         k::dropout(&g64, p, seed, stream, &mut kernel);

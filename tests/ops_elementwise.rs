@@ -21,7 +21,7 @@ fn zip_ref(a: &[f64], b: &[f64], f: impl Fn(f64, f64) -> f64) -> Vec<f64> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(48))]
+    #![proptest_config(cases(48))]
 
     #[test]
     fn bias_add_matches_reference(n in 0usize..5, d in 1usize..9, trainable in 1u32..4, seed in any::<u64>()) {

@@ -20,7 +20,7 @@ fn ids_for(seed: u64, n: usize, vocab: usize) -> Vec<u32> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(48))]
+    #![proptest_config(cases(48))]
 
     #[test]
     fn embedding_matches_reference(b in 0usize..3, t in 0usize..5, vocab in 1usize..7, d in 0usize..6, seed in any::<u64>()) {
@@ -33,8 +33,10 @@ proptest! {
         prop_assert_eq!(to64(&run.out), gather_ref(&t64, &ids, d));
         let fd = finite_diff(|v| dot(&g64, &gather_ref(v, &ids, d)), &t64, 1e-6);
         let kernel = k::embedding_backward(&ids, &g64, vocab, d);
-        assert_close("f64 dtable", &kernel, &fd, 1e-7);
-        assert_grads(&run, &[kernel], 1e-6);
+        // Repeated ids sum upstream gradients, which may cancel: errors follow |g|.
+        let sg = norm(&g64).max(1e-6);
+        assert_close_scaled("f64 dtable", &kernel, &fd, 1e-7, sg);
+        assert_grads_scaled(&run, &[kernel], 1e-6, &[sg]);
     }
 }
 

@@ -23,7 +23,7 @@ fn linear_ref(x: &[f64], w: &[f64], b: &[f64], n: usize, din: usize, dout: usize
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(64))]
+    #![proptest_config(cases(64))]
 
     #[test]
     fn linear_matches_reference(n in 0usize..6, din in 1usize..8, dout in 1usize..8,
@@ -41,17 +41,26 @@ proptest! {
         let y = ops::linear(&mut tape, &vx, &vw, Some(&vb), Precision::F32).unwrap();
         let (x64, w64, b64, g64) = (to64(&x), to64(&w), to64(&b), to64(&g));
         let want = linear_ref(&x64, &w64, &b64, n, din, dout);
-        assert_close("forward", &to64(y.value().f32s()), &want, 1e-5);
+        // Errors are measured against the size of the summed terms: a result that cancels to
+        // near zero carries the rounding of its terms, not of itself.
+        let abs = |v: &[f64]| v.iter().map(|x| x.abs()).collect::<Vec<f64>>();
+        let (ax, aw, ab, ag) = (abs(&x64), abs(&w64), abs(&b64), abs(&g64));
+        let scale = norm(&linear_ref(&ax, &aw, &ab, n, din, dout));
+        assert_close_scaled("forward", &to64(y.value().f32s()), &want, 1e-5, scale.max(1e-9));
         tape.backward_from(&y, Tensor::new(g.clone(), &[n, dout]), &mut store).unwrap();
 
         let fx = finite_diff(|v| dot(&g64, &linear_ref(v, &w64, &b64, n, din, dout)), &x64, 1e-6);
         let fw = finite_diff(|v| dot(&g64, &linear_ref(&x64, v, &b64, n, din, dout)), &w64, 1e-6);
         let fb = finite_diff(|v| dot(&g64, &linear_ref(&x64, &w64, v, n, din, dout)), &b64, 1e-6);
-        for (id, fd, name) in [(ix, fx, "dx"), (iw, fw, "dW"), (ib, fb, "db")] {
+        // Term sizes: the same derivatives taken of |G| * linear(|x|, |W|, |b|).
+        let sx = norm(&finite_diff(|v| dot(&ag, &linear_ref(v, &aw, &ab, n, din, dout)), &ax, 1e-6));
+        let sw = norm(&finite_diff(|v| dot(&ag, &linear_ref(&ax, v, &ab, n, din, dout)), &aw, 1e-6));
+        let sb = norm(&finite_diff(|v| dot(&ag, &linear_ref(&ax, &aw, v, n, din, dout)), &ab, 1e-6));
+        for (id, fd, name, scale) in [(ix, fx, "dx", sx), (iw, fw, "dW", sw), (ib, fb, "db", sb)] {
             match store.grad(id) {
                 Some(gr) => {
                     prop_assert!(store.is_trainable(id));
-                    assert_close(name, &to64(gr.f32s()), &fd, 1e-4);
+                    assert_close_scaled(name, &to64(gr.f32s()), &fd, 1e-4, scale.max(1e-9));
                 }
                 None => prop_assert!(!store.is_trainable(id), "{} missing", name),
             }
@@ -85,7 +94,7 @@ fn matmul_ref(a: &[f64], b: &[f64], batch: usize, ar: usize, ac: usize, br: usiz
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(64))]
+    #![proptest_config(cases(64))]
 
     #[test]
     fn matmul_matches_reference(batch in 0usize..4, m in 1usize..6, k in 0usize..6, n in 1usize..6,
@@ -108,13 +117,17 @@ proptest! {
         prop_assert_eq!(c.shape(), &[batch, m, n]);
         let (a64, b64, g64) = (to64(&a), to64(&b), to64(&g));
         let f = |a: &[f64], b: &[f64]| matmul_ref(a, b, batch, ar, ac, br, bc, ta, tb, shared);
-        assert_close("forward", &to64(c.value().f32s()), &f(&a64, &b64), 1e-5);
+        let abs = |v: &[f64]| v.iter().map(|x| x.abs()).collect::<Vec<f64>>();
+        let (aa, ab, ag) = (abs(&a64), abs(&b64), abs(&g64));
+        assert_close_scaled("forward", &to64(c.value().f32s()), &f(&a64, &b64), 1e-5, norm(&f(&aa, &ab)).max(1e-9));
         tape.backward_from(&c, Tensor::new(g.clone(), &[batch, m, n]), &mut store).unwrap();
         let fa = finite_diff(|v| dot(&g64, &f(v, &b64)), &a64, 1e-6);
         let fb = finite_diff(|v| dot(&g64, &f(&a64, v)), &b64, 1e-6);
-        for (id, fd, name) in [(ia, fa, "dA"), (ib, fb, "dB")] {
+        let sa = norm(&finite_diff(|v| dot(&ag, &f(v, &ab)), &aa, 1e-6));
+        let sb = norm(&finite_diff(|v| dot(&ag, &f(&aa, v)), &ab, 1e-6));
+        for (id, fd, name, scale) in [(ia, fa, "dA", sa), (ib, fb, "dB", sb)] {
             match store.grad(id) {
-                Some(gr) => assert_close(name, &to64(gr.f32s()), &fd, 1e-4),
+                Some(gr) => assert_close_scaled(name, &to64(gr.f32s()), &fd, 1e-4, scale.max(1e-9)),
                 None => prop_assert!(!store.is_trainable(id), "{} missing", name),
             }
         }

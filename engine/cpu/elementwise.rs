@@ -11,7 +11,7 @@ use crate::engine::real::Real;
 /// `y[i, j] = x[i, j] + b[j]`.
 pub fn bias_add<T: Real>(x: &[T], b: &[T], y: &mut [T]) {
     let d = b.len();
-    let rows = if d == 0 { 0 } else { x.len() / d };
+    let rows = x.len().checked_div(d).unwrap_or(0);
     for_each_row(y, rows, d, |i, yr| {
         for ((o, &xv), &bv) in yr.iter_mut().zip(&x[i * d..(i + 1) * d]).zip(b) {
             *o = xv + bv;

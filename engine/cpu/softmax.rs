@@ -14,18 +14,21 @@ pub fn row_max<T: Real>(x: &[T]) -> T {
     x.iter().fold(T::NEG_INFINITY, |m, &v| m.max(v))
 }
 
-/// `log(sum(exp(x)))` of one row, stable for any magnitude; `-inf` for a fully masked row.
-pub fn log_sum_exp<T: Real>(x: &[T]) -> T {
+/// The row maximum `m` and `log(sum(exp(x - m)))`, whose sum is the log-sum-exp. Kept apart,
+/// they give `x - lse` as `(x - m) - s` without rounding `lse` to the precision of a large `m`
+/// (with logits near 1e4, f32 would lose 4 decimal digits of the probabilities).
+/// A fully masked row gives `(-inf, 0)`.
+pub fn max_and_log_sum<T: Real>(x: &[T]) -> (T, T) {
     let m = row_max(x);
     if m == T::NEG_INFINITY {
-        return m;
+        return (m, T::ZERO);
     }
-    m + x.iter().map(|&v| (v - m).exp()).sum::<T>().ln()
+    (m, x.iter().map(|&v| (v - m).exp()).sum::<T>().ln())
 }
 
 /// Softmax of each row of `x[rows, d]` into `y`.
 pub fn softmax<T: Real>(x: &[T], d: usize, y: &mut [T]) {
-    let rows = if d == 0 { 0 } else { x.len() / d };
+    let rows = x.len().checked_div(d).unwrap_or(0);
     for_each_row(y, rows, d, |i, yr| {
         let xr = &x[i * d..(i + 1) * d];
         let m = row_max(xr);
@@ -47,7 +50,7 @@ pub fn softmax<T: Real>(x: &[T], d: usize, y: &mut [T]) {
 
 /// `dx = y * (dy - sum(dy * y))` per row.
 pub fn softmax_backward<T: Real>(y: &[T], dy: &[T], d: usize, dx: &mut [T]) {
-    let rows = if d == 0 { 0 } else { y.len() / d };
+    let rows = y.len().checked_div(d).unwrap_or(0);
     for_each_row(dx, rows, d, |i, dxr| {
         let (yr, dyr) = (&y[i * d..(i + 1) * d], &dy[i * d..(i + 1) * d]);
         let dot: T = yr.iter().zip(dyr).map(|(&a, &b)| a * b).sum();

@@ -2,8 +2,8 @@
 //! skips a row), mean over counted rows, 0 when none counts; a scalar of shape `[]`. See
 //! [`crate::engine::cpu::cross_entropy`].
 //!
-//! What backward keeps: the logits (shared with their forward value) and the log-sum-exp of
-//! each row (`n` f32); the targets as a plain vector.
+//! What backward keeps: the logits (shared with their forward value) and two numbers per row
+//! (maximum and log of the shifted sum, `2 n` f32); the targets as a plain vector.
 
 use crate::engine::autograd::{Backward, Saved, Tape, Var};
 use crate::engine::cpu::cross_entropy as k;
@@ -30,7 +30,8 @@ pub fn cross_entropy(tape: &mut Tape, logits: &Var, targets: &[i64]) -> Result<V
     Ok(tape.record(value, &[logits], |_| {
         Box::new(CrossEntropyBackward {
             logits: logits.save(),
-            lse: Saved::activation(Tensor::new(ce.lse, &[n])),
+            max: Saved::activation(Tensor::new(ce.max, &[n])),
+            log_sum: Saved::activation(Tensor::new(ce.log_sum, &[n])),
             targets: targets.to_vec(),
             count: ce.count,
             c,
@@ -40,7 +41,8 @@ pub fn cross_entropy(tape: &mut Tape, logits: &Var, targets: &[i64]) -> Result<V
 
 struct CrossEntropyBackward {
     logits: Saved,
-    lse: Saved,
+    max: Saved,
+    log_sum: Saved,
     targets: Vec<i64>,
     count: usize,
     c: usize,
@@ -53,13 +55,14 @@ impl Backward for CrossEntropyBackward {
 
     fn backward(&self, g: &Tensor, _needs: &[bool]) -> Result<Vec<Option<Tensor>>> {
         let gs = g.to_f32_cow().first().copied().unwrap_or(0.0);
-        let (logits, lse) = (self.logits.tensor.to_f32_cow(), self.lse.tensor.to_f32_cow());
+        let logits = self.logits.tensor.to_f32_cow();
+        let (max, log_sum) = (self.max.tensor.to_f32_cow(), self.log_sum.tensor.to_f32_cow());
         let mut d = vec![0.0f32; logits.len()];
-        k::cross_entropy_backward(&logits, &lse, &self.targets, self.count, self.c, gs, &mut d);
+        k::cross_entropy_backward(&logits, &max, &log_sum, &self.targets, self.count, self.c, gs, &mut d);
         Ok(vec![Some(Tensor::new(d, self.logits.tensor.shape()))])
     }
 
     fn saved(&self) -> Vec<&Saved> {
-        vec![&self.logits, &self.lse]
+        vec![&self.logits, &self.max, &self.log_sum]
     }
 }

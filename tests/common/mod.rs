@@ -155,3 +155,12 @@ pub fn real_model(name: &str) -> std::path::PathBuf {
     let cache = polyadapt::models::fetch::default_cache_dir();
     polyadapt::models::fetch::fetch_model(name, &cache).unwrap_or_else(|e| panic!("fetching {name}: {}", e.chain()))
 }
+
+/// A proptest configuration of `default` cases, or `PROPTEST_CASES` when set (to run many more
+/// cases locally: `PROPTEST_CASES=20000 PROPTEST_RNG_SEED=7 cargo test --test ops_norm`).
+/// Failures are not persisted: with this crate's layout (lib.rs at the root) proptest writes its
+/// regression files outside the worktree, where other checkouts would replay them.
+pub fn cases(default: u32) -> proptest::test_runner::Config {
+    let n = std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(default);
+    proptest::test_runner::Config { failure_persistence: None, ..proptest::test_runner::Config::with_cases(n) }
+}
