@@ -19,7 +19,7 @@ use crate::engine::autograd::{ParamId, ParamStore, Tape, Var};
 use crate::engine::cpu::activation::GeluKind;
 use crate::engine::cpu::gemm::Precision;
 use crate::engine::error::{Error, Result, ResultExt};
-use crate::engine::ops::{self, AttentionSpec, DropoutRng};
+use crate::engine::ops::{self, AttentionSpec, AttnDropout, DropoutRng};
 use crate::engine::tensor::{DType, Tensor};
 use crate::models::config::{Activation, BertConfig, ModelType};
 use crate::models::hooks::{LayerHooks, Proj};
@@ -235,11 +235,19 @@ impl BertModel {
             let rng = DropoutRng { seed: opts.dropout_seed, stream: 1 + i as u64 * 4 + site };
             ops::dropout(tape, x, c.hidden_dropout_prob, opts.training, rng)
         };
+        let spec = AttentionSpec {
+            dropout: (opts.training && c.attention_probs_dropout_prob > 0.0).then_some(AttnDropout {
+                p: c.attention_probs_dropout_prob,
+                seed: opts.dropout_seed,
+                stream: 1 + i as u64 * 4 + 2,
+            }),
+            ..*spec
+        };
         let q = self.linear(tape, store, hooks, i, Proj::Query, &l.q, x)?;
         let k = self.linear(tape, store, hooks, i, Proj::Key, &l.k, x)?;
         let v = self.linear(tape, store, hooks, i, Proj::Value, &l.v, x)?;
         let prefix = hooks.prefix(tape, store, i)?;
-        let ctx = ops::attention(tape, &q, &k, &v, prefix.as_ref().map(|(a, b)| (a, b)), Some(mask), spec)?;
+        let ctx = ops::attention(tape, &q, &k, &v, prefix.as_ref().map(|(a, b)| (a, b)), Some(mask), &spec)?;
         let a = self.linear(tape, store, hooks, i, Proj::Output, &l.o, &ctx)?;
         let a = drop(tape, &a, 0)?;
         let a = ops::add(tape, &a, x)?;

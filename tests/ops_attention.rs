@@ -8,7 +8,7 @@ mod common;
 use common::*;
 use polyadapt::engine::autograd::{ParamStore, Tape, Var};
 use polyadapt::engine::cpu::attention::reference::{attention_backward_ref, attention_forward_ref, AttnRefInputs};
-use polyadapt::engine::cpu::attention::AttnDims;
+use polyadapt::engine::cpu::attention::{AttnDims, AttnDropout};
 use polyadapt::engine::ops::{self, AttentionSpec};
 use polyadapt::engine::tensor::Tensor;
 use proptest::prelude::*;
@@ -21,8 +21,8 @@ struct Case {
 }
 
 fn case() -> impl Strategy<Value = Case> {
-    (0usize..3, 1usize..6, 0usize..4, 0usize..4, 1usize..3, 1usize..3, 1usize..5, any::<bool>(), any::<bool>(), any::<u64>())
-        .prop_map(|(batch, q_len, extra_kv, prefix, kv_heads, group, head_dim, causal, masked, seed)| {
+    (0usize..3, 1usize..6, 0usize..4, 0usize..4, 1usize..3, 1usize..3, 1usize..5, any::<bool>(), any::<bool>(), any::<u64>(), 0u8..3)
+        .prop_map(|(batch, q_len, extra_kv, prefix, kv_heads, group, head_dim, causal, masked, seed, drop)| {
             let kv_len = q_len + extra_kv;
             let d = AttnDims {
                 batch,
@@ -34,6 +34,8 @@ fn case() -> impl Strategy<Value = Case> {
                 head_dim,
                 causal,
                 scale: 1.0 / (head_dim as f32).sqrt(),
+                // A third of the cases with attention dropout (p 0.3).
+                dropout: (drop == 0).then_some(AttnDropout { p: 0.3, seed, stream: 5 }),
             };
             // Random padding; some rows may be all padding (then with no prefix and no causal
             // freedom a query sees nothing and must output zeros).
@@ -110,7 +112,7 @@ fn check_kernel(c: &Case, trainable: u8) {
     let mut tape = Tape::new();
     let vars: Vec<Var> = ids.iter().map(|&id| tape.param(&store, id)).collect();
     let mask = c.mask.as_ref().map(|m| Tensor::new(m.clone(), &[d.batch, d.kv_len]));
-    let spec = AttentionSpec { kv_heads: d.kv_heads, causal: d.causal, scale: Some(d.scale), ..AttentionSpec::new(d.heads, d.head_dim) };
+    let spec = AttentionSpec { kv_heads: d.kv_heads, causal: d.causal, scale: Some(d.scale), dropout: d.dropout, ..AttentionSpec::new(d.heads, d.head_dim) };
     let out = ops::attention(&mut tape, &vars[0], &vars[1], &vars[2], Some((&vars[3], &vars[4])), mask.as_ref(), &spec).unwrap();
     let xs: Vec<Vec<f64>> = vals.iter().map(|v| to64(v)).collect();
     let want = forward64(c, [&xs[0], &xs[1], &xs[2], &xs[3], &xs[4]]);
@@ -132,8 +134,9 @@ fn check_kernel(c: &Case, trainable: u8) {
 
 #[test]
 fn more_queries_than_one_block_with_prefix_and_causal_mask() {
-    for (causal, prefix) in [(false, 0), (true, 3), (false, 5)] {
-        let d = AttnDims { batch: 2, q_len: 70, kv_len: 70, prefix, heads: 4, kv_heads: 2, head_dim: 8, causal, scale: 0.35 };
+    let drop = Some(AttnDropout { p: 0.1, seed: 3, stream: 9 });
+    for (causal, prefix, dropout) in [(false, 0, None), (true, 3, None), (false, 5, drop)] {
+        let d = AttnDims { batch: 2, q_len: 70, kv_len: 70, prefix, heads: 4, kv_heads: 2, head_dim: 8, causal, scale: 0.35, dropout };
         let mask = Some((0..2 * 70).map(|i| if i >= 70 + 60 { 0.0 } else { 1.0 }).collect());
         check_kernel(&Case { d, mask, seed: 42 }, 31);
     }
@@ -143,14 +146,14 @@ fn more_queries_than_one_block_with_prefix_and_causal_mask() {
 fn degenerate_sizes() {
     // One query and one key without a prefix; and queries against prefix keys only.
     for (kv_len, prefix, causal) in [(1, 0, true), (0, 2, false)] {
-        let d = AttnDims { batch: 1, q_len: 1, kv_len, prefix, heads: 1, kv_heads: 1, head_dim: 4, causal, scale: 0.5 };
+        let d = AttnDims { batch: 1, q_len: 1, kv_len, prefix, heads: 1, kv_heads: 1, head_dim: 4, causal, scale: 0.5, dropout: None };
         check_kernel(&Case { d, mask: None, seed: 1 }, 31);
     }
 }
 
 #[test]
 fn fully_padded_row_outputs_zeros_and_no_gradient() {
-    let d = AttnDims { batch: 2, q_len: 3, kv_len: 3, prefix: 0, heads: 2, kv_heads: 2, head_dim: 4, causal: false, scale: 0.5 };
+    let d = AttnDims { batch: 2, q_len: 3, kv_len: 3, prefix: 0, heads: 2, kv_heads: 2, head_dim: 4, causal: false, scale: 0.5, dropout: None };
     let mask = vec![1.0, 1.0, 0.0, 0.0, 0.0, 0.0];
     let c = Case { d, mask: Some(mask), seed: 7 };
     check_kernel(&c, 31);
@@ -201,4 +204,25 @@ fn attention_rejects_bad_shapes() {
     assert!(ops::attention(&mut tape, &q, &q, &q, None, None, &spec).is_err());
     let bad_mask = Tensor::zeros(&[2, 5]);
     assert!(ops::attention(&mut tape, &q, &q, &q, None, Some(&bad_mask), &AttentionSpec::new(2, 4)).is_err());
+}
+
+#[test]
+fn attention_dropout_drops_about_p_of_the_probabilities() {
+    let d = AttnDims { batch: 2, q_len: 30, kv_len: 30, prefix: 4, heads: 3, kv_heads: 3, head_dim: 4, causal: false, scale: 0.5, dropout: Some(AttnDropout { p: 0.25, seed: 11, stream: 2 }) };
+    let mut dropped = 0usize;
+    let mut total = 0usize;
+    for b in 0..2 {
+        for h in 0..3 {
+            for t in 0..30 {
+                for j in 0..34 {
+                    let k = d.keep_scale(b, h, t, j);
+                    assert!(k == 0.0 || (k - 1.0 / 0.75).abs() < 1e-6);
+                    dropped += (k == 0.0) as usize;
+                    total += 1;
+                }
+            }
+        }
+    }
+    let frac = dropped as f64 / total as f64;
+    assert!((frac - 0.25).abs() < 0.03, "dropped fraction {frac}");
 }

@@ -9,6 +9,7 @@
 
 use crate::engine::autograd::{Backward, Saved, Tape, Var};
 use crate::engine::cpu::attention::{attention_backward, attention_forward, AttnDims, AttnInputs, AttnNeeds};
+pub use crate::engine::cpu::attention::AttnDropout;
 use crate::engine::cpu::gemm::Precision;
 use crate::engine::error::{Error, Result};
 use crate::engine::tensor::Tensor;
@@ -22,11 +23,13 @@ pub struct AttentionSpec {
     /// Score scale; `None` means `1 / sqrt(head_dim)`.
     pub scale: Option<f32>,
     pub precision: Precision,
+    /// Dropout on the attention probabilities (training only).
+    pub dropout: Option<AttnDropout>,
 }
 
 impl AttentionSpec {
     pub fn new(heads: usize, head_dim: usize) -> AttentionSpec {
-        AttentionSpec { heads, kv_heads: heads, head_dim, causal: false, scale: None, precision: Precision::F32 }
+        AttentionSpec { heads, kv_heads: heads, head_dim, causal: false, scale: None, precision: Precision::F32, dropout: None }
     }
 }
 
@@ -99,7 +102,13 @@ fn dims(q: &Var, k: &Var, v: &Var, prefix: Option<(&Var, &Var)>, key_mask: Optio
         m.expect_shape("attention key mask", &[b, sl])?;
     }
     let scale = s.scale.unwrap_or(1.0 / (s.head_dim as f32).sqrt());
-    Ok(AttnDims { batch: b, q_len: t, kv_len: sl, prefix: p, heads: s.heads, kv_heads: s.kv_heads, head_dim: s.head_dim, causal: s.causal, scale })
+    if let Some(dr) = s.dropout {
+        if !(0.0..1.0).contains(&dr.p) {
+            return bad(format!("dropout probability must be in [0, 1), found {}", dr.p));
+        }
+    }
+    let dropout = s.dropout.filter(|dr| dr.p > 0.0);
+    Ok(AttnDims { batch: b, q_len: t, kv_len: sl, prefix: p, heads: s.heads, kv_heads: s.kv_heads, head_dim: s.head_dim, causal: s.causal, scale, dropout })
 }
 
 struct AttentionBackward {

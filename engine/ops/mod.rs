@@ -25,5 +25,5 @@ pub use matmul::matmul;
 pub use norm::{layer_norm, rms_norm};
 pub use pooling::mean_pool;
 pub use softmax::softmax;
-pub use attention::{attention, AttentionSpec};
+pub use attention::{attention, AttentionSpec, AttnDropout};
 pub use crate::engine::cpu::activation::GeluKind;

@@ -1,5 +1,6 @@
 //! Backward: per query block, recompute the probabilities from the saved log-sum-exp, then
-//! `dV += P^T dO`, `dS = P * (dO V^T - rowsum(dO * O))`, `dQ = scale dS K`,
+//! `dS = P * (M * dO V^T - rowsum(dO * O))` (M the dropout factors), `dV += (P M)^T dO`,
+//! `dQ = scale dS K`,
 //! `dK += scale dS^T Q`, for the prefix and the sequence parts alike. Only the gradients asked
 //! for are computed. Outputs overwrite; the prefix gradients are sums over the batch.
 
@@ -76,6 +77,35 @@ fn unit_backward(
             }
             let row0 = (b * t_len + t0) * w + h * hd;
             let d_out = MatRef::strided(View::F32(dout), row0, n, hd, w);
+            if need_ds {
+                // dP = dO [pv ; v]^T (the gradient of the dropped probabilities)
+                if pre > 0 {
+                    let c = MatMut { data: &mut ds[..], rows: n, cols: pre, row_stride: l };
+                    gemm(1.0, d_out, hs.pre(hs.x.pv, g).t(), false, c, p, false);
+                }
+                if s_len > 0 {
+                    let c = MatMut { data: &mut ds[pre..], rows: n, cols: s_len, row_stride: l };
+                    gemm(1.0, d_out, hs.seq(hs.x.v, b, g).t(), false, c, p, false);
+                }
+                // dS = scale * P * (m * dP - rowsum(dO * O)), m the dropout factor (1 without).
+                for i in 0..n {
+                    let o = &out[row0 + i * w..][..hd];
+                    let go = &dout[row0 + i * w..][..hd];
+                    let di: f32 = o.iter().zip(go).map(|(a, c)| a * c).sum();
+                    let rows = ds[i * l..(i + 1) * l].iter_mut().zip(&probs[i * l..(i + 1) * l]);
+                    for (j, (dsv, &pv)) in rows.enumerate() {
+                        *dsv = d.scale * pv * (d.keep_scale(b, h, t0 + i, j) * *dsv - di);
+                    }
+                }
+            }
+            if d.dropout.is_some() {
+                // The values were multiplied by the dropped probabilities.
+                for i in 0..n {
+                    for (j, v) in probs[i * l..(i + 1) * l].iter_mut().enumerate() {
+                        *v *= d.keep_scale(b, h, t0 + i, j);
+                    }
+                }
+            }
             let p_pre = MatRef::strided(View::F32(&probs), 0, n, pre, l);
             let p_seq = MatRef::strided(View::F32(&probs), pre, n, s_len, l);
             if needs.pv && pre > 0 {
@@ -86,24 +116,6 @@ fn unit_backward(
             }
             if !need_ds {
                 continue;
-            }
-            // dP = dO [pv ; v]^T
-            if pre > 0 {
-                let c = MatMut { data: &mut ds[..], rows: n, cols: pre, row_stride: l };
-                gemm(1.0, d_out, hs.pre(hs.x.pv, g).t(), false, c, p, false);
-            }
-            if s_len > 0 {
-                let c = MatMut { data: &mut ds[pre..], rows: n, cols: s_len, row_stride: l };
-                gemm(1.0, d_out, hs.seq(hs.x.v, b, g).t(), false, c, p, false);
-            }
-            // dS = scale * P * (dP - rowsum(dO * O))
-            for i in 0..n {
-                let o = &out[row0 + i * w..][..hd];
-                let go = &dout[row0 + i * w..][..hd];
-                let di: f32 = o.iter().zip(go).map(|(a, c)| a * c).sum();
-                for (dsv, &pv) in ds[i * l..(i + 1) * l].iter_mut().zip(&probs[i * l..(i + 1) * l]) {
-                    *dsv = d.scale * pv * (*dsv - di);
-                }
             }
             let ds_pre = MatRef::strided(View::F32(&ds), 0, n, pre, l);
             let ds_seq = MatRef::strided(View::F32(&ds), pre, n, s_len, l);

@@ -45,7 +45,13 @@ pub fn attention_forward(x: &AttnInputs<'_>, d: &AttnDims, precision: Precision)
                     let n = Q_BLOCK.min(t_len - t0);
                     scores(&hs, b, h, t0, n, &mut s, precision);
                     for i in 0..n {
-                        lse[r * t_len + t0 + i] = softmax_row(&mut s[i * l..(i + 1) * l]);
+                        let row = &mut s[i * l..(i + 1) * l];
+                        lse[r * t_len + t0 + i] = softmax_row(row);
+                        if d.dropout.is_some() {
+                            for (j, v) in row.iter_mut().enumerate() {
+                                *v *= d.keep_scale(b, h, t0 + i, j);
+                            }
+                        }
                     }
                     let out = &mut o[(r * t_len + t0) * hd..(r * t_len + t0 + n) * hd];
                     times_values(&hs, b, g, &s, n, out, hd, precision);

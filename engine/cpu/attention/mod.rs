@@ -9,6 +9,11 @@
 //! to the bottom right, so that with a KV cache the last query sees everything. A query that
 //! sees no key outputs zeros.
 //!
+//! Attention-probability dropout (BERT's `attention_probs_dropout_prob`) drops each
+//! probability with a counter-based mask (a pure function of seed, stream and the position of
+//! the score), so the backward regenerates it instead of storing it; the log-sum-exp is that of
+//! the undropped scores.
+//!
 //! Work is split over (batch, key/value head) units in parallel; inside a unit, queries go in
 //! blocks of [`Q_BLOCK`] rows, so the scores of one block (`Q_BLOCK x (P + S)`) stay in cache
 //! and the full score matrix never exists. The forward keeps the log-sum-exp of each query; the
@@ -36,11 +41,38 @@ pub struct AttnDims {
     pub head_dim: usize,
     pub causal: bool,
     pub scale: f32,
+    pub dropout: Option<AttnDropout>,
+}
+
+/// Dropout on the attention probabilities.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AttnDropout {
+    pub p: f32,
+    pub seed: u64,
+    pub stream: u64,
 }
 
 impl AttnDims {
     pub fn group(&self) -> usize {
         self.heads / self.kv_heads
+    }
+
+    /// The factor of probability (b, h, t, j) (j over [prefix ; sequence]): 0 if dropped,
+    /// `1 / (1 - p)` if kept, 1 without dropout.
+    #[inline(always)]
+    pub fn keep_scale(&self, b: usize, h: usize, t: usize, j: usize) -> f32 {
+        match self.dropout {
+            None => 1.0,
+            Some(dr) => {
+                let l = self.prefix + self.kv_len;
+                let index = (((b * self.heads + h) * self.q_len + t) * l + j) as u64;
+                if crate::engine::rng::uniform(dr.seed, dr.stream, index) < dr.p {
+                    0.0
+                } else {
+                    1.0 / (1.0 - dr.p)
+                }
+            }
+        }
     }
 
     /// Whether query `t` of batch element `b` sees sequence key `j`.

@@ -60,6 +60,7 @@ pub fn attention_forward_ref<T: Real>(x: &AttnRefInputs<'_, T>, d: &AttnDims) ->
             let g = h / d.group();
             for t in 0..d.q_len {
                 let p = probs(x, d, b, h, t);
+                let p: Vec<T> = p.iter().enumerate().map(|(j, &v)| v * T::from_f32(d.keep_scale(b, h, t, j))).collect();
                 let o = &mut out[(b * d.q_len + t) * d.heads * hd + h * hd..][..hd];
                 for (j, &pj) in p.iter().enumerate() {
                     for (oi, &vi) in o.iter_mut().zip(row(x.pv, x.v, d, b, g, j)) {
@@ -93,9 +94,11 @@ pub fn attention_backward_ref<T: Real>(
                 let p = probs(x, d, b, h, t);
                 let qoff = (b * d.q_len + t) * d.heads * hd + h * hd;
                 let go = &dout[qoff..][..hd];
-                // dP_j = dO . v_j ; dS_j = P_j (dP_j - sum_i P_i dP_i)
+                // With dropout factors m_j: O = sum_j P_j m_j v_j, so dP_j = m_j (dO . v_j) and
+                // dS_j = P_j (dP_j - sum_i P_i dP_i).
+                let m: Vec<T> = (0..p.len()).map(|j| T::from_f32(d.keep_scale(b, h, t, j))).collect();
                 let dp: Vec<T> = (0..p.len())
-                    .map(|j| go.iter().zip(row(x.pv, x.v, d, b, g, j)).map(|(&a, &c)| a * c).sum())
+                    .map(|j| m[j] * go.iter().zip(row(x.pv, x.v, d, b, g, j)).map(|(&a, &c)| a * c).sum())
                     .collect();
                 let dot: T = p.iter().zip(&dp).map(|(&a, &c)| a * c).sum();
                 for j in 0..p.len() {
@@ -112,7 +115,7 @@ pub fn attention_backward_ref<T: Real>(
                     for i in 0..hd {
                         dq[qoff + i] += ds * krow[i];
                         kbuf[koff + i] += ds * x.q[qoff + i];
-                        vbuf[koff + i] += p[j] * go[i];
+                        vbuf[koff + i] += p[j] * m[j] * go[i];
                     }
                 }
             }
