@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand};
 use polyadapt::Result;
 
 #[derive(Parser)]
-#[command(name = "engine-train", version, about = "Parameter-efficient adaptation of pretrained transformers")]
+#[command(name = "engine-train", version = concat!(env!("CARGO_PKG_VERSION"), " (", env!("POLYADAPT_REVISION"), ")"), about = "Parameter-efficient adaptation of pretrained transformers")]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -44,7 +44,7 @@ impl TextTokenizer {
     /// directory names a padding token (e.g. the model config's `pad_token_id`).
     pub fn from_file(path: &Path, pad_fallback: Option<u32>) -> Result<TextTokenizer> {
         if !path.exists() {
-            return Err(Error::io("cannot open", path, std::io::Error::from(std::io::ErrorKind::NotFound)));
+            return Err(Error::io("cannot open", path, std::io::Error::new(std::io::ErrorKind::NotFound, "no such file")));
         }
         let mut inner = tokenizers::Tokenizer::from_file(path)
             .map_err(|e| Error::tokenizer(path, format!("not a valid tokenizer.json: {e}")))?;
