@@ -182,3 +182,29 @@ fn full_fine_tuning_gives_every_parameter_a_gradient() {
         assert!(!nonzero || used.contains(&(row as u32)), "row {row} has a gradient but never occurs");
     }
 }
+
+#[test]
+fn forward_and_gradients_do_not_depend_on_the_thread_count() {
+    let (model, mut store, batch) = setup();
+    let h = model.config.hidden_size;
+    let a = store.add("lowrank.A", Tensor::new(rand_vec(1, RANK * h, 0.05), &[RANK, h]), true).unwrap();
+    let b = store.add("lowrank.B", Tensor::new(rand_vec(2, h * RANK, 0.05), &[h, RANK]), true).unwrap();
+    let hooks = LowRank { layer: 2, proj: Proj::Query, a, b };
+    let mut results = Vec::new();
+    for threads in [1, 2, 3] {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        let (loss_value, ga, gb) = pool.install(|| {
+            store.zero_grad();
+            let mut tape = Tape::new();
+            let (l, _) = loss_with(&model, &store, &batch, &hooks, model.num_layers(), true, &mut tape);
+            let v = l.value().f32s()[0];
+            tape.backward(&l, &mut store).unwrap();
+            (v, store.grad(a).unwrap().f32s().to_vec(), store.grad(b).unwrap().f32s().to_vec())
+        });
+        results.push((threads, loss_value.to_bits(), ga.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), gb.iter().map(|v| v.to_bits()).collect::<Vec<_>>()));
+    }
+    for r in &results[1..] {
+        assert_eq!(r.1, results[0].1, "loss differs with {} threads", r.0);
+        assert!(r.2 == results[0].2 && r.3 == results[0].3, "gradients differ with {} threads", r.0);
+    }
+}
