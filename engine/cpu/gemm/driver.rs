@@ -1,0 +1,186 @@
+//! The blocked driver (BLIS style): cache blocking, packing, and the split among threads.
+//!
+//! Loops, outermost first, for `C[m x n] (+)= alpha * A[m x k] * B[k x n]`:
+//! 1. `n` in blocks of `NCO` columns and `m` in blocks of `MCO` rows: bound the packing buffers
+//!    (they are reused per thread, so large products do not page-fault fresh memory each call);
+//! 2. `k` in blocks of `KC`: pack the A block (`MCO x KC`, MR-row panels, shared by all
+//!    threads, L3-resident) and the B block (`KC x NCO`, NR-column panels);
+//! 3. tasks over a grid of (row chunk, column chunk) of the block, column chunks at most `NC`
+//!    wide so a chunk's B panels (`KC x NC`) stay in a core's L2 while its A panels stream;
+//! 4. in a task: for each A panel (kept in L1), for each B panel: the micro-kernel on one tile.
+//!
+//! The first `k` block writes C (`alpha * AB`, or adds it to C when accumulating), later blocks
+//! add to it. Every element of C therefore sees the same sequence of operations, KC block by
+//! KC block and k in order inside the kernel, whatever the number of threads and whether the
+//! product runs in parallel: results are bit-identical across thread counts. Tasks write
+//! disjoint tiles of C; rayon balances them (there are several per thread).
+
+use rayon::prelude::*;
+
+use super::pack::{Operand, PanelSpec};
+use super::{MatMut, MatRef};
+
+/// A micro-kernel with its packed element type, tile shape and cache blocking.
+pub(crate) trait MicroKernel: Sync {
+    /// The element of a packed panel (f32, or u16 bf16 bits in k pairs).
+    type Packed: bytemuck::Pod + Send + Sync;
+    const MR: usize;
+    const NR: usize;
+    /// Depth of a k block (even for pair panels, so pairs never straddle two blocks).
+    const KC: usize;
+    /// Widest column chunk of one task: `KC x NC` of B fits in half of L2.
+    const NC: usize;
+    /// Rows and columns packed at a time (buffer bounds).
+    const MCO: usize;
+    const NCO: usize;
+
+    fn panel_len(dc: usize, width: usize) -> usize;
+    fn pack(&self, op: &Operand<'_>, p: PanelSpec, dst: &mut [Self::Packed]);
+
+    /// One tile: `C[0..m, 0..n] = alpha * Ap * Bp (+ C if beta_one)` over `dc` depth steps.
+    ///
+    /// # Safety
+    /// `a` and `b` are panels of `panel_len(dc, MR)` and `panel_len(dc, NR)` elements; C rows
+    /// `0..m`, columns `0..n` at `c + r * ldc + j` are writable and touched by no other thread;
+    /// `1 <= m <= MR`, `1 <= n <= NR`; the CPU has the kernel's features.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn tile(
+        &self,
+        dc: usize,
+        a: *const Self::Packed,
+        b: *const Self::Packed,
+        c: *mut f32,
+        ldc: usize,
+        m: usize,
+        n: usize,
+        alpha: f32,
+        beta_one: bool,
+    );
+}
+
+/// Products with fewer multiply-adds than this run on the calling thread: waking the pool costs
+/// tens of microseconds, about what one core needs for this much work.
+const PARALLEL_MIN_FMAS: usize = 1 << 22;
+
+/// The output pointer, shared by tasks that write disjoint tiles.
+#[derive(Clone, Copy)]
+struct OutPtr(*mut f32);
+// SAFETY: tasks only write disjoint tiles of C through it (see `run`), while `run` holds the
+// exclusive borrow of C.
+unsafe impl Send for OutPtr {}
+unsafe impl Sync for OutPtr {}
+
+impl OutPtr {
+    /// Element `offset` of C. (A method, so closures capture the whole Send + Sync wrapper.)
+    ///
+    /// # Safety
+    /// `offset` is inside C.
+    unsafe fn at(self, offset: usize) -> *mut f32 {
+        // SAFETY: forwarded caller contract.
+        unsafe { self.0.add(offset) }
+    }
+}
+
+/// Splits `len` into `parts` chunks that are multiples of `unit` (the last one shorter);
+/// returns the chunk length.
+fn chunk_len(len: usize, parts: usize, unit: usize) -> usize {
+    len.div_ceil(parts.max(1)).div_ceil(unit) * unit
+}
+
+/// `C = alpha * A * B (+ C)` with kernel `kern`. `m`, `n` and `k` are all non-zero.
+pub(crate) fn run<K: MicroKernel>(
+    kern: &K,
+    alpha: f32,
+    a: &MatRef<'_>,
+    b: &MatRef<'_>,
+    accumulate: bool,
+    c: MatMut<'_>,
+    parallel: bool,
+) {
+    let (m, n, depth) = (a.rows, b.cols, a.cols);
+    let threads = if parallel && m.saturating_mul(n).saturating_mul(depth) >= PARALLEL_MIN_FMAS {
+        rayon::current_num_threads()
+    } else {
+        1
+    };
+    let (a_op, b_op) = (Operand::rows_of(a), Operand::cols_of(b));
+    let ldc = c.row_stride;
+    let out = OutPtr(c.data.as_mut_ptr());
+
+    // Whole panels per outer block (MCO need not be a multiple of MR).
+    let mco = (K::MCO / K::MR * K::MR).min(m.next_multiple_of(K::MR));
+    let nco = (K::NCO / K::NR * K::NR).min(n.next_multiple_of(K::NR));
+    let kc_max = K::KC.min(depth);
+    let a_len = mco / K::MR * K::panel_len(kc_max, K::MR);
+    let b_len = nco / K::NR * K::panel_len(kc_max, K::NR);
+
+    super::buffer::with_buffers::<K::Packed, _>(a_len, b_len, |abuf, bbuf| {
+        for n0 in (0..n).step_by(nco) {
+            let nb = nco.min(n - n0);
+            for m0 in (0..m).step_by(mco) {
+                let mb = mco.min(m - m0);
+                for (kblock, d0) in (0..depth).step_by(K::KC).enumerate() {
+                    let dc = K::KC.min(depth - d0);
+                    let (alen, blen) = (K::panel_len(dc, K::MR), K::panel_len(dc, K::NR));
+                    let pack_a = |(i, dst): (usize, &mut [K::Packed])| {
+                        let lane0 = m0 + i * K::MR;
+                        let lanes = K::MR.min(m0 + mb - lane0);
+                        kern.pack(&a_op, PanelSpec { lane0, lanes, d0, dc, width: K::MR }, dst);
+                    };
+                    let pack_b = |(j, dst): (usize, &mut [K::Packed])| {
+                        let lane0 = n0 + j * K::NR;
+                        let lanes = K::NR.min(n0 + nb - lane0);
+                        kern.pack(&b_op, PanelSpec { lane0, lanes, d0, dc, width: K::NR }, dst);
+                    };
+                    let a_panels = &mut abuf[..mb.div_ceil(K::MR) * alen];
+                    let b_panels = &mut bbuf[..nb.div_ceil(K::NR) * blen];
+                    if threads > 1 {
+                        rayon::join(
+                            || a_panels.par_chunks_mut(alen).enumerate().for_each(pack_a),
+                            || b_panels.par_chunks_mut(blen).enumerate().for_each(pack_b),
+                        );
+                    } else {
+                        a_panels.chunks_mut(alen).enumerate().for_each(pack_a);
+                        b_panels.chunks_mut(blen).enumerate().for_each(pack_b);
+                    }
+                    let (a_panels, b_panels) = (&*a_panels, &*b_panels);
+
+                    // The task grid: column chunks of at most NC, then enough row chunks for
+                    // a few tasks per thread.
+                    let col_parts = nb.div_ceil(K::NC);
+                    let cols = chunk_len(nb, col_parts, K::NR);
+                    let row_parts = if threads > 1 { (4 * threads).div_ceil(col_parts) } else { 1 };
+                    let rows = chunk_len(mb, row_parts, K::MR);
+                    let (row_tasks, col_tasks) = (mb.div_ceil(rows), nb.div_ceil(cols));
+                    let beta_one = accumulate || kblock > 0;
+                    let task = |t: usize| {
+                        let (r0, c0) = (t / col_tasks * rows, t % col_tasks * cols);
+                        for i0 in (r0..mb.min(r0 + rows)).step_by(K::MR) {
+                            let ap = &a_panels[i0 / K::MR * alen..][..alen];
+                            let mv = K::MR.min(mb - i0);
+                            for j0 in (c0..nb.min(c0 + cols)).step_by(K::NR) {
+                                let bp = &b_panels[j0 / K::NR * blen..][..blen];
+                                let nv = K::NR.min(nb - j0);
+                                let offset = (m0 + i0) * ldc + n0 + j0;
+                                // SAFETY: the panels have the kernel's lengths; the tile is
+                                // rows m0+i0.., columns n0+j0.. of C, mv x nv, inside C (gemm
+                                // checked C's length and row_stride >= cols), and tiles of
+                                // different tasks and iterations are disjoint; `run` holds C's
+                                // exclusive borrow until all tasks end.
+                                unsafe {
+                                    kern.tile(dc, ap.as_ptr(), bp.as_ptr(), out.at(offset), ldc, mv, nv, alpha, beta_one)
+                                };
+                            }
+                        }
+                    };
+                    let tasks = row_tasks * col_tasks;
+                    if threads > 1 {
+                        (0..tasks).into_par_iter().with_max_len(1).for_each(task);
+                    } else {
+                        (0..tasks).for_each(task);
+                    }
+                }
+            }
+        }
+    });
+}
