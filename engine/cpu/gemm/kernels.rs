@@ -44,10 +44,9 @@ impl KernelPath {
         #[cfg(target_arch = "x86_64")]
         {
             match self {
-                Self::Avx512Bf16 => {
-                    is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bf16")
-                }
-                Self::Avx512 => is_x86_feature_detected!("avx512f"),
+                // The AVX-512 packers use BW (16-bit lanes); every AVX-512 CPU since Skylake-X has it.
+                Self::Avx512Bf16 => Self::Avx512.supported() && is_x86_feature_detected!("avx512bf16"),
+                Self::Avx512 => is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bw"),
                 Self::Avx2 => is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"),
                 Self::Portable => true,
             }
@@ -80,7 +79,7 @@ impl MicroKernel for Avx512F32 {
     }
 
     fn pack(&self, op: &Operand<'_>, p: PanelSpec, dst: &mut [f32]) {
-        pack::pack_f32_panel(op, p, self.round, dst);
+        pack::pack_f32_panel(op, p, self.round, true, dst);
     }
 
     unsafe fn tile(
@@ -119,7 +118,7 @@ impl MicroKernel for Avx512Bf16 {
     }
 
     fn pack(&self, op: &Operand<'_>, p: PanelSpec, dst: &mut [u16]) {
-        pack::pack_pair_panel(op, p, dst);
+        pack::pack_pair_panel(op, p, true, dst);
     }
 
     unsafe fn tile(
@@ -160,7 +159,7 @@ impl MicroKernel for Avx2F32 {
     }
 
     fn pack(&self, op: &Operand<'_>, p: PanelSpec, dst: &mut [f32]) {
-        pack::pack_f32_panel(op, p, self.round, dst);
+        pack::pack_f32_panel(op, p, self.round, false, dst);
     }
 
     unsafe fn tile(

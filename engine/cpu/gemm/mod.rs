@@ -26,6 +26,8 @@ mod kernel_avx512;
 mod kernel_bf16;
 mod kernels;
 mod pack;
+#[cfg(target_arch = "x86_64")]
+mod pack_avx512;
 mod reference;
 #[cfg(test)]
 mod tests;

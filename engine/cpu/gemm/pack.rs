@@ -132,9 +132,22 @@ impl Elem for f16 {
 
 /// Packs one f32 panel into `dst[..f32_panel_len(dc, width)]`; with `round`, every value is
 /// rounded to bf16 (the f32 kernels then compute the bf16 product exactly as products of bf16
-/// values are exact in f32).
-pub(crate) fn pack_f32_panel(op: &Operand<'_>, p: PanelSpec, round: bool, dst: &mut [f32]) {
+/// values are exact in f32). `simd`: use the AVX-512 packers (the caller checked the CPU has
+/// AVX-512F and BW).
+pub(crate) fn pack_f32_panel(op: &Operand<'_>, p: PanelSpec, round: bool, simd: bool, dst: &mut [f32]) {
     let dst = &mut dst[..f32_panel_len(p.dc, p.width)];
+    #[cfg(target_arch = "x86_64")]
+    if simd && (op.lane_stride == 1 || op.depth_stride == 1) {
+        let unit = super::pack_avx512::Unit::F32 { round };
+        let dst = bytemuck::cast_slice_mut(dst);
+        match op.data {
+            View::F32(s) => simd_panel(s, op, p, unit, dst),
+            View::BF16(s) => simd_panel(s, op, p, unit, dst),
+            View::F16(s) => simd_panel(s, op, p, unit, dst),
+        }
+        return;
+    }
+    let _ = simd;
     match op.data {
         View::F32(s) => f32_panel(s, op, p, dst),
         View::BF16(s) => f32_panel(s, op, p, dst),
@@ -147,13 +160,67 @@ pub(crate) fn pack_f32_panel(op: &Operand<'_>, p: PanelSpec, round: bool, dst: &
     }
 }
 
-/// Packs one bf16 pair panel into `dst[..pair_panel_len(dc, width)]`.
-pub(crate) fn pack_pair_panel(op: &Operand<'_>, p: PanelSpec, dst: &mut [u16]) {
+/// Packs one bf16 pair panel into `dst[..pair_panel_len(dc, width)]`; `simd` as for
+/// [`pack_f32_panel`].
+pub(crate) fn pack_pair_panel(op: &Operand<'_>, p: PanelSpec, simd: bool, dst: &mut [u16]) {
     let dst = &mut dst[..pair_panel_len(p.dc, p.width)];
+    #[cfg(target_arch = "x86_64")]
+    if simd && (op.lane_stride == 1 || op.depth_stride == 1) {
+        let unit = super::pack_avx512::Unit::Pair;
+        // Panels start at even offsets of a 64-byte aligned buffer: pairs are 4-byte aligned.
+        let dst = bytemuck::cast_slice_mut(dst);
+        match op.data {
+            View::F32(s) => simd_panel(s, op, p, unit, dst),
+            View::BF16(s) => simd_panel(s, op, p, unit, dst),
+            View::F16(s) => simd_panel(s, op, p, unit, dst),
+        }
+        return;
+    }
+    let _ = simd;
     match op.data {
         View::F32(s) => pair_panel(s, op, p, dst),
         View::BF16(s) => pair_panel(s, op, p, dst),
         View::F16(s) => pair_panel(s, op, p, dst),
+    }
+}
+
+/// The AVX-512 packers on a lane-contiguous or depth-contiguous source.
+#[cfg(target_arch = "x86_64")]
+fn simd_panel<T: super::pack_avx512::SimdSrc>(s: &[T], op: &Operand<'_>, p: PanelSpec, unit: super::pack_avx512::Unit, dst: &mut [u32]) {
+    use super::pack_avx512::{pack_depth_runs, pack_lane_rows};
+    let PanelSpec { lane0, lanes, d0, dc, width } = p;
+    let first = op.offset + lane0 * op.lane_stride + d0 * op.depth_stride;
+    if op.lane_stride == 1 {
+        let rows = (0..dc).map(|d| &s[first + d * op.depth_stride..][..lanes]);
+        // SAFETY: the caller checked that the CPU has AVX-512F and BW.
+        unsafe { pack_lane_rows(rows, dc, lanes, width, unit, dst) };
+    } else {
+        let mut runs: [&[T]; MAX_WIDTH] = [&[]; MAX_WIDTH];
+        assert!(lanes <= MAX_WIDTH, "pack: panel wider than {MAX_WIDTH}");
+        for (l, run) in runs.iter_mut().enumerate().take(lanes) {
+            let start = first + l * op.lane_stride;
+            *run = &s[start..start + dc];
+            prefetch_run(s, start + width * op.lane_stride, dc);
+        }
+        // SAFETY: the caller checked that the CPU has AVX-512F and BW.
+        unsafe { pack_depth_runs(&runs[..lanes], dc, width, unit, dst) };
+    }
+}
+
+/// Asks for `s[start..start + len]` (the same lane of the next panel) to be brought into the
+/// cache: the rows of a depth-contiguous block are short runs far apart, which the hardware
+/// prefetcher does not follow, so without this the packer waits on memory at every run.
+#[inline(always)]
+fn prefetch_run<T>(s: &[T], start: usize, len: usize) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        let line = 64 / std::mem::size_of::<T>();
+        for i in (start..(start + len).min(s.len())).step_by(line) {
+            // SAFETY: SSE (all x86_64 CPUs) is the only feature needed; a prefetch is a hint
+            // that never faults, and i is inside s anyway.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(s[i..].as_ptr() as *const i8) };
+        }
     }
 }
 
@@ -173,6 +240,7 @@ fn f32_panel<T: Elem>(s: &[T], op: &Operand<'_>, p: PanelSpec, dst: &mut [f32]) 
         let mut run = [0.0f32; RUN];
         for l in 0..lanes {
             let start = first + l * op.lane_stride;
+            prefetch_run(s, start + width * op.lane_stride, dc);
             for c0 in (0..dc).step_by(RUN) {
                 let len = RUN.min(dc - c0);
                 T::run_to_f32(&s[start + c0..start + c0 + len], &mut run[..len]);
@@ -218,6 +286,7 @@ fn pair_panel<T: Elem>(s: &[T], op: &Operand<'_>, p: PanelSpec, dst: &mut [u16])
         let mut run = [0u16; RUN];
         for l in 0..lanes {
             let start = first + l * op.lane_stride;
+            prefetch_run(s, start + width * op.lane_stride, dc);
             for c0 in (0..dc).step_by(RUN) {
                 let len = RUN.min(dc - c0);
                 T::run_to_bf16_bits(&s[start + c0..start + c0 + len], &mut run[..len]);

@@ -160,18 +160,26 @@ fn serial_and_parallel_are_bit_identical_on_every_path() {
 #[test]
 fn panels_follow_the_documented_layout() {
     let mut rng = Rng::new(4);
-    let values = random(&mut rng, 4000);
+    let mut values = random(&mut rng, 4000);
+    // Rounding ties (to even both ways), subnormals, infinities, NaNs with payloads, overflow.
+    let special = [0x3F80_8000u32, 0x3F81_8000, 0x3F80_8001, 0x0000_0001, 0x8000_7FFF, 0x0000_8000, 0x7F80_0000,
+        0xFF80_0000, 0x7FC0_0001, 0xFF81_2345, 0x7F7F_FFFF, 0x8000_0000];
+    for (i, bits) in special.iter().cycle().take(values.len() / 5).enumerate() {
+        values[5 * i + 2] = f32::from_bits(*bits);
+    }
     for dtype in 0..3 {
         let store = Store::new(&values, dtype);
         // (lane_stride, depth_stride) for the three cases.
         for (ls, ds) in [(1, 40), (45, 1), (3, 97)] {
             let m = MatRef { data: store.view(), offset: 7, rows: 30, cols: 37, row_stride: ls, col_stride: ds };
             let op = Operand::rows_of(&m);
-            for (lane0, lanes, d0, dc, width) in [(0, 14, 0, 37, 14), (28, 2, 3, 33, 14), (0, 30, 0, 36, 32), (5, 9, 1, 5, 16)] {
+            for (lane0, lanes, d0, dc, width, simd) in [(0, 14, 0, 37, 14, false), (28, 2, 3, 33, 14, false), (0, 30, 0, 36, 32, false), (5, 9, 1, 5, 16, false),
+                 (0, 14, 0, 37, 14, true), (28, 2, 3, 33, 14, true), (0, 30, 0, 36, 32, true), (5, 9, 1, 5, 16, true), (3, 17, 2, 35, 32, true)]
+                .into_iter().filter(|t| !t.5 || KernelPath::Avx512.supported()) {
                 let p = PanelSpec { lane0, lanes, d0, dc, width };
                 for round in [false, true] {
                     let mut out = vec![f32::NAN; pack::f32_panel_len(dc, width)];
-                    pack::pack_f32_panel(&op, p, round, &mut out);
+                    pack::pack_f32_panel(&op, p, round, simd, &mut out);
                     for d in 0..dc {
                         for l in 0..width {
                             let want = if l < lanes { m.at(lane0 + l, d0 + d) } else { 0.0 };
@@ -181,7 +189,7 @@ fn panels_follow_the_documented_layout() {
                     }
                 }
                 let mut out = vec![0xFFFFu16; pack::pair_panel_len(dc, width)];
-                pack::pack_pair_panel(&op, p, &mut out);
+                pack::pack_pair_panel(&op, p, simd, &mut out);
                 for d in 0..dc.div_ceil(2) * 2 {
                     for l in 0..width {
                         let want = if l < lanes && d < dc { bf16::from_f32(m.at(lane0 + l, d0 + d)).to_bits() } else { 0 };
