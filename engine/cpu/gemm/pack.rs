@@ -191,7 +191,11 @@ fn simd_panel<T: super::pack_avx512::SimdSrc>(s: &[T], op: &Operand<'_>, p: Pane
     let PanelSpec { lane0, lanes, d0, dc, width } = p;
     let first = op.offset + lane0 * op.lane_stride + d0 * op.depth_stride;
     if op.lane_stride == 1 {
-        let rows = (0..dc).map(|d| &s[first + d * op.depth_stride..][..lanes]);
+        // Rows of a lane-contiguous block are a stride apart; ask for the one 16 ahead.
+        let rows = (0..dc).map(|d| {
+            prefetch_run(s, first + (d + 16) * op.depth_stride, lanes);
+            &s[first + d * op.depth_stride..][..lanes]
+        });
         // SAFETY: the caller checked that the CPU has AVX-512F and BW.
         unsafe { pack_lane_rows(rows, dc, lanes, width, unit, dst) };
     } else {
