@@ -30,7 +30,8 @@ pub(crate) trait MicroKernel: Sync {
     const KC: usize;
     /// Widest column chunk of one task: `KC x NC` of B fits in half of L2.
     const NC: usize;
-    /// Rows and columns packed at a time (buffer bounds).
+    /// Rows and columns packed at a time (buffer bounds; blocks are evened out, so up to a
+    /// panel more).
     const MCO: usize;
     const NCO: usize;
 
@@ -107,9 +108,10 @@ pub(crate) fn run<K: MicroKernel>(
     let ldc = c.row_stride;
     let out = OutPtr(c.data.as_mut_ptr());
 
-    // Whole panels per outer block (MCO need not be a multiple of MR).
-    let mco = (K::MCO / K::MR * K::MR).min(m.next_multiple_of(K::MR));
-    let nco = (K::NCO / K::NR * K::NR).min(n.next_multiple_of(K::NR));
+    // Outer blocks of equal size in whole panels (m = 2048 is one block of 2058 rows rather
+    // than 2044 + a sliver of 4 that would repack all of B for 4 rows).
+    let mco = chunk_len(m, m.div_ceil(K::MCO), K::MR);
+    let nco = chunk_len(n, n.div_ceil(K::NCO), K::NR);
     let kc_max = K::KC.min(depth);
     let a_len = mco / K::MR * K::panel_len(kc_max, K::MR);
     let b_len = nco / K::NR * K::panel_len(kc_max, K::NR);
@@ -184,3 +186,4 @@ pub(crate) fn run<K: MicroKernel>(
         }
     });
 }
+

@@ -45,16 +45,30 @@ unsafe fn tile_rv<const R: usize, const V: usize>(
     alpha: f32,
     beta_one: bool,
 ) {
-    // Bring the C tile towards L1 while the k loop runs; it is read only at the end.
-    for r in 0..R {
-        // SAFETY: row r < R of the tile is in bounds (caller contract); prefetch never faults.
-        let row = unsafe { c.add(r * ldc) } as *const i8;
-        _mm_prefetch::<_MM_HINT_T0>(row);
-        _mm_prefetch::<_MM_HINT_T0>(row.wrapping_add(64 * V));
-    }
+    // The C tile is read only at the end: ask for it in L2 now (from memory that takes
+    // hundreds of cycles), and in L1 a few k steps before the end (earlier, the B panel
+    // streaming through L1 would evict it again).
+    let prefetch_c = |hint_l1: bool| {
+        for r in 0..R {
+            // SAFETY: row r < R of the tile is in bounds (caller contract); prefetch never faults.
+            let row = unsafe { c.add(r * ldc) } as *const i8;
+            if hint_l1 {
+                _mm_prefetch::<_MM_HINT_T0>(row);
+                _mm_prefetch::<_MM_HINT_T0>(row.wrapping_add(64 * V));
+            } else {
+                _mm_prefetch::<_MM_HINT_T1>(row);
+                _mm_prefetch::<_MM_HINT_T1>(row.wrapping_add(64 * V));
+            }
+        }
+    };
+    prefetch_c(false);
     let mut acc = [[_mm512_setzero_ps(); V]; R];
     let (mut ap, mut bp) = (a, b);
-    for _ in 0..kc {
+    let tail = kc.min(16);
+    for step in 0..kc {
+        if step == kc - tail {
+            prefetch_c(true);
+        }
         let mut bv = [_mm512_setzero_ps(); V];
         for (v, x) in bv.iter_mut().enumerate() {
             // SAFETY: bp points at one of the kc steps of NR f32 of the B panel.

@@ -48,15 +48,29 @@ unsafe fn tile_rv<const R: usize, const V: usize>(
     alpha: f32,
     beta_one: bool,
 ) {
-    for r in 0..R {
-        // SAFETY: row r < R of the tile is in bounds (caller contract); prefetch never faults.
-        let row = unsafe { c.add(r * ldc) } as *const i8;
-        _mm_prefetch::<_MM_HINT_T0>(row);
-        _mm_prefetch::<_MM_HINT_T0>(row.wrapping_add(64 * V));
-    }
+    // C is read only at the end: into L2 now, into L1 a few steps before the end (see the f32
+    // kernel).
+    let prefetch_c = |hint_l1: bool| {
+        for r in 0..R {
+            // SAFETY: row r < R of the tile is in bounds (caller contract); prefetch never faults.
+            let row = unsafe { c.add(r * ldc) } as *const i8;
+            if hint_l1 {
+                _mm_prefetch::<_MM_HINT_T0>(row);
+                _mm_prefetch::<_MM_HINT_T0>(row.wrapping_add(64 * V));
+            } else {
+                _mm_prefetch::<_MM_HINT_T1>(row);
+                _mm_prefetch::<_MM_HINT_T1>(row.wrapping_add(64 * V));
+            }
+        }
+    };
+    prefetch_c(false);
     let mut acc = [[_mm512_setzero_ps(); V]; R];
     let (mut ap, mut bp) = (a as *const i32, b as *const __m512i);
-    for _ in 0..kp {
+    let tail = kp.min(8);
+    for step in 0..kp {
+        if step == kp - tail {
+            prefetch_c(true);
+        }
         let mut bv = [as_bh(_mm512_setzero_si512()); V];
         for (v, x) in bv.iter_mut().enumerate() {
             // SAFETY: bp points at one of the kp steps of NR pairs (2 zmm) of the B panel.
