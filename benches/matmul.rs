@@ -20,8 +20,13 @@ use half::bf16;
 use polyadapt::engine::cpu::gemm::{gemm, MatMut, MatRef, Precision};
 use polyadapt::engine::tensor::View;
 
-const SHAPES: [(usize, usize, usize); 5] =
-    [(4096, 384, 1536), (2048, 2048, 2048), (2048, 384, 384), (2048, 1536, 384), (384, 2048, 1536)];
+const SHAPES: [(usize, usize, usize); 5] = [
+    (4096, 384, 1536),
+    (2048, 2048, 2048),
+    (2048, 384, 384),
+    (2048, 1536, 384),
+    (384, 2048, 1536),
+];
 
 fn values(len: usize, seed: u32) -> Vec<f32> {
     // A cheap deterministic pseudo-random fill in [-1, 1).
@@ -40,7 +45,11 @@ fn thread_counts() -> Vec<usize> {
     std::env::var("POLYADAPT_BENCH_THREADS")
         .unwrap_or_else(|_| "2,1".into())
         .split(',')
-        .map(|t| t.trim().parse().expect("POLYADAPT_BENCH_THREADS: comma-separated counts"))
+        .map(|t| {
+            t.trim()
+                .parse()
+                .expect("POLYADAPT_BENCH_THREADS: comma-separated counts")
+        })
         .collect()
 }
 
@@ -59,7 +68,10 @@ mod ceiling {
                 *a = _mm512_fmadd_ps(*a, x, y);
             }
         }
-        _mm512_reduce_add_ps(acc.iter().fold(_mm512_setzero_ps(), |s, a| _mm512_add_ps(s, *a)))
+        _mm512_reduce_add_ps(
+            acc.iter()
+                .fold(_mm512_setzero_ps(), |s, a| _mm512_add_ps(s, *a)),
+        )
     }
 
     #[target_feature(enable = "avx512f,avx512bf16")]
@@ -72,30 +84,42 @@ mod ceiling {
                 *a = _mm512_dpbf16_ps(*a, one, one);
             }
         }
-        _mm512_reduce_add_ps(acc.iter().fold(_mm512_setzero_ps(), |s, a| _mm512_add_ps(s, *a)))
+        _mm512_reduce_add_ps(
+            acc.iter()
+                .fold(_mm512_setzero_ps(), |s, a| _mm512_add_ps(s, *a)),
+        )
     }
 }
 
 #[cfg(target_arch = "x86_64")]
 fn bench_ceiling(c: &mut Criterion) {
     let mut group = c.benchmark_group("peak");
-    group.sample_size(10).warm_up_time(std::time::Duration::from_secs(1));
+    group
+        .sample_size(10)
+        .warm_up_time(std::time::Duration::from_secs(1));
     group.measurement_time(std::time::Duration::from_secs(2));
     const ITERS: u64 = 1 << 20;
     for t in thread_counts() {
-        let pool = rayon::ThreadPoolBuilder::new().num_threads(t).build().expect("rayon pool");
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(t)
+            .build()
+            .expect("rayon pool");
         if is_x86_feature_detected!("avx512f") {
             group.throughput(Throughput::Elements(t as u64 * ITERS * 12 * 32));
             group.bench_function(BenchmarkId::new("fma_f32", format!("{t}t")), |b| {
                 // SAFETY: AVX-512F was detected above.
-                b.iter(|| pool.broadcast(|_| std::hint::black_box(unsafe { ceiling::fma_f32(ITERS) })))
+                b.iter(|| {
+                    pool.broadcast(|_| std::hint::black_box(unsafe { ceiling::fma_f32(ITERS) }))
+                })
             });
         }
         if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bf16") {
             group.throughput(Throughput::Elements(t as u64 * ITERS * 12 * 64));
             group.bench_function(BenchmarkId::new("dpbf16", format!("{t}t")), |b| {
                 // SAFETY: AVX-512F and BF16 were detected above.
-                b.iter(|| pool.broadcast(|_| std::hint::black_box(unsafe { ceiling::dpbf16(ITERS) })))
+                b.iter(|| {
+                    pool.broadcast(|_| std::hint::black_box(unsafe { ceiling::dpbf16(ITERS) }))
+                })
             });
         }
     }
@@ -109,7 +133,9 @@ fn bench_ceiling(_: &mut Criterion) {}
 /// parallel loop), Q, K, V read in place from a `[tokens, 384]` activation.
 fn bench_attention(c: &mut Criterion) {
     let mut group = c.benchmark_group("attention");
-    group.sample_size(20).warm_up_time(std::time::Duration::from_millis(500));
+    group
+        .sample_size(20)
+        .warm_up_time(std::time::Duration::from_millis(500));
     group.measurement_time(std::time::Duration::from_secs(2));
     let (tokens, width, dim, block) = (300, 384, 32, 64);
     let hidden = values(tokens * width, 3);
@@ -120,13 +146,40 @@ fn bench_attention(c: &mut Criterion) {
     let p = MatRef::from_f32(&probs, block, tokens);
     let v = MatRef::strided(View::F32(&hidden), 2 * dim, tokens, dim, width);
     for precision in [Precision::F32, Precision::Bf16] {
-        let tag = if precision == Precision::F32 { "f32" } else { "bf16" };
+        let tag = if precision == Precision::F32 {
+            "f32"
+        } else {
+            "bf16"
+        };
         group.throughput(Throughput::Elements(2 * (block * tokens * dim) as u64));
-        group.bench_function(BenchmarkId::new(format!("scores_{tag}"), "64x32x300"), |b| {
-            b.iter(|| gemm(1.0, q, k_t, false, MatMut::new(&mut out, block, tokens), precision, false))
-        });
+        group.bench_function(
+            BenchmarkId::new(format!("scores_{tag}"), "64x32x300"),
+            |b| {
+                b.iter(|| {
+                    gemm(
+                        1.0,
+                        q,
+                        k_t,
+                        false,
+                        MatMut::new(&mut out, block, tokens),
+                        precision,
+                        false,
+                    )
+                })
+            },
+        );
         group.bench_function(BenchmarkId::new(format!("pv_{tag}"), "64x300x32"), |b| {
-            b.iter(|| gemm(1.0, p, v, false, MatMut::new(&mut out[..block * dim], block, dim), precision, false))
+            b.iter(|| {
+                gemm(
+                    1.0,
+                    p,
+                    v,
+                    false,
+                    MatMut::new(&mut out[..block * dim], block, dim),
+                    precision,
+                    false,
+                )
+            })
         });
     }
     group.finish();
@@ -135,7 +188,9 @@ fn bench_attention(c: &mut Criterion) {
 fn bench(c: &mut Criterion) {
     let threads = thread_counts();
     let mut group = c.benchmark_group("matmul");
-    group.sample_size(10).warm_up_time(std::time::Duration::from_secs(1));
+    group
+        .sample_size(10)
+        .warm_up_time(std::time::Duration::from_secs(1));
     group.measurement_time(std::time::Duration::from_secs(3));
     for &(m, k, n) in &SHAPES {
         let a32 = values(m * k, 1);
@@ -159,12 +214,25 @@ fn bench(c: &mut Criterion) {
             ("bf16w_wt", a_f32, wt_bf16, Precision::Bf16),
         ];
         for &t in &threads {
-            let pool = rayon::ThreadPoolBuilder::new().num_threads(t).build().expect("rayon pool");
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(t)
+                .build()
+                .expect("rayon pool");
             for &(name, a, b, precision) in &variants {
                 let id = BenchmarkId::new(name, format!("{m}x{k}x{n}/{t}t"));
                 group.bench_function(id, |bencher| {
                     pool.install(|| {
-                        bencher.iter(|| gemm(1.0, a, b, false, MatMut::new(&mut out, m, n), precision, true))
+                        bencher.iter(|| {
+                            gemm(
+                                1.0,
+                                a,
+                                b,
+                                false,
+                                MatMut::new(&mut out, m, n),
+                                precision,
+                                true,
+                            )
+                        })
                     })
                 });
             }

@@ -20,6 +20,18 @@ use rayon::prelude::*;
 use super::pack::{Operand, PanelSpec};
 use super::{MatMut, MatRef};
 
+/// The part of C one kernel call writes: `rows x cols` at `ptr`, rows `ldc` apart, set to
+/// `alpha * AB`, plus the old value when `beta_one`.
+#[derive(Clone, Copy)]
+pub(crate) struct CTile {
+    pub ptr: *mut f32,
+    pub ldc: usize,
+    pub rows: usize,
+    pub cols: usize,
+    pub alpha: f32,
+    pub beta_one: bool,
+}
+
 /// A micro-kernel with its packed element type, tile shape and cache blocking.
 pub(crate) trait MicroKernel: Sync {
     /// The element of a packed panel (f32, or u16 bf16 bits in k pairs).
@@ -38,25 +50,13 @@ pub(crate) trait MicroKernel: Sync {
     fn panel_len(dc: usize, width: usize) -> usize;
     fn pack(&self, op: &Operand<'_>, p: PanelSpec, dst: &mut [Self::Packed]);
 
-    /// One tile: `C[0..m, 0..n] = alpha * Ap * Bp (+ C if beta_one)` over `dc` depth steps.
+    /// One tile: `C = alpha * Ap * Bp (+ C if beta_one)` over `dc` depth steps.
     ///
     /// # Safety
-    /// `a` and `b` are panels of `panel_len(dc, MR)` and `panel_len(dc, NR)` elements; C rows
-    /// `0..m`, columns `0..n` at `c + r * ldc + j` are writable and touched by no other thread;
-    /// `1 <= m <= MR`, `1 <= n <= NR`; the CPU has the kernel's features.
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn tile(
-        &self,
-        dc: usize,
-        a: *const Self::Packed,
-        b: *const Self::Packed,
-        c: *mut f32,
-        ldc: usize,
-        m: usize,
-        n: usize,
-        alpha: f32,
-        beta_one: bool,
-    );
+    /// `a` and `b` are panels of `panel_len(dc, MR)` and `panel_len(dc, NR)` elements; the C
+    /// tile's rows and columns are writable and touched by no other thread; `1 <= rows <= MR`,
+    /// `1 <= cols <= NR`; the CPU has the kernel's features.
+    unsafe fn tile(&self, dc: usize, a: *const Self::Packed, b: *const Self::Packed, c: CTile);
 }
 
 /// Products with fewer multiply-adds than this run on the calling thread: waking the pool costs
@@ -127,12 +127,32 @@ pub(crate) fn run<K: MicroKernel>(
                     let pack_a = |(i, dst): (usize, &mut [K::Packed])| {
                         let lane0 = m0 + i * K::MR;
                         let lanes = K::MR.min(m0 + mb - lane0);
-                        kern.pack(&a_op, PanelSpec { lane0, lanes, d0, dc, width: K::MR }, dst);
+                        kern.pack(
+                            &a_op,
+                            PanelSpec {
+                                lane0,
+                                lanes,
+                                d0,
+                                dc,
+                                width: K::MR,
+                            },
+                            dst,
+                        );
                     };
                     let pack_b = |(j, dst): (usize, &mut [K::Packed])| {
                         let lane0 = n0 + j * K::NR;
                         let lanes = K::NR.min(n0 + nb - lane0);
-                        kern.pack(&b_op, PanelSpec { lane0, lanes, d0, dc, width: K::NR }, dst);
+                        kern.pack(
+                            &b_op,
+                            PanelSpec {
+                                lane0,
+                                lanes,
+                                d0,
+                                dc,
+                                width: K::NR,
+                            },
+                            dst,
+                        );
                     };
                     let a_panels = &mut abuf[..mb.div_ceil(K::MR) * alen];
                     let b_panels = &mut bbuf[..nb.div_ceil(K::NR) * blen];
@@ -151,7 +171,11 @@ pub(crate) fn run<K: MicroKernel>(
                     // a few tasks per thread.
                     let col_parts = nb.div_ceil(K::NC);
                     let cols = chunk_len(nb, col_parts, K::NR);
-                    let row_parts = if threads > 1 { (4 * threads).div_ceil(col_parts) } else { 1 };
+                    let row_parts = if threads > 1 {
+                        (4 * threads).div_ceil(col_parts)
+                    } else {
+                        1
+                    };
                     let rows = chunk_len(mb, row_parts, K::MR);
                     let (row_tasks, col_tasks) = (mb.div_ceil(rows), nb.div_ceil(cols));
                     let beta_one = accumulate || kblock > 0;
@@ -170,7 +194,15 @@ pub(crate) fn run<K: MicroKernel>(
                                 // different tasks and iterations are disjoint; `run` holds C's
                                 // exclusive borrow until all tasks end.
                                 unsafe {
-                                    kern.tile(dc, ap.as_ptr(), bp.as_ptr(), out.at(offset), ldc, mv, nv, alpha, beta_one)
+                                    let c = CTile {
+                                        ptr: out.at(offset),
+                                        ldc,
+                                        rows: mv,
+                                        cols: nv,
+                                        alpha,
+                                        beta_one,
+                                    };
+                                    kern.tile(dc, ap.as_ptr(), bp.as_ptr(), c)
                                 };
                             }
                         }
@@ -186,4 +218,3 @@ pub(crate) fn run<K: MicroKernel>(
         }
     });
 }
-

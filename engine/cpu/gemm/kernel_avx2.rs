@@ -10,6 +10,8 @@
 
 use std::arch::x86_64::*;
 
+use super::driver::CTile;
+
 pub(crate) const MR: usize = 6;
 pub(crate) const NR: usize = 16;
 
@@ -18,23 +20,30 @@ pub(crate) const NR: usize = 16;
 #[target_feature(enable = "avx2")]
 fn lane_mask(n: usize, v: usize) -> __m256i {
     let valid = n.saturating_sub(8 * v).min(8) as i32;
-    _mm256_cmpgt_epi32(_mm256_set1_epi32(valid), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7))
+    _mm256_cmpgt_epi32(
+        _mm256_set1_epi32(valid),
+        _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+    )
 }
 
 /// # Safety
 /// The CPU has AVX2 and FMA; `a` holds `kc * MR` and `b` holds `kc * NR` readable f32; C rows
-/// `0..R`, columns `0..n` (`n <= 8 * V`) at `c + r * ldc + j` are writable.
+/// `0..R`, columns `0..n` (`n <= 8 * V`) at `tile.ptr + r * tile.ldc + j` are writable.
 #[target_feature(enable = "avx2,fma")]
 unsafe fn tile_rv<const R: usize, const V: usize>(
     kc: usize,
     a: *const f32,
     b: *const f32,
-    c: *mut f32,
-    ldc: usize,
-    n: usize,
-    alpha: f32,
-    beta_one: bool,
+    tile: CTile,
 ) {
+    let CTile {
+        ptr: c,
+        ldc,
+        cols: n,
+        alpha,
+        beta_one,
+        ..
+    } = tile;
     let mut acc = [[_mm256_setzero_ps(); V]; R];
     let (mut ap, mut bp) = (a, b);
     for _ in 0..kc {
@@ -74,23 +83,16 @@ unsafe fn tile_rv<const R: usize, const V: usize>(
     }
 }
 
-/// `C[0..m, 0..n] = alpha * Ap * Bp (+ C if beta_one)` for one tile, `1 <= m <= MR`,
+/// `C[0..m, 0..n] = alpha * Ap * Bp (+ C if beta_one)` for one tile (m, n = tile.rows,
+/// tile.cols), `1 <= m <= MR`,
 /// `1 <= n <= NR`.
 ///
 /// # Safety
 /// The CPU has AVX2 and FMA; `a` holds `kc * MR` and `b` holds `kc * NR` readable f32; C rows
-/// `0..m`, columns `0..n` at `c + r * ldc + j` are writable and no other thread touches them.
-pub(crate) unsafe fn tile(
-    kc: usize,
-    a: *const f32,
-    b: *const f32,
-    c: *mut f32,
-    ldc: usize,
-    m: usize,
-    n: usize,
-    alpha: f32,
-    beta_one: bool,
-) {
+/// `0..m`, columns `0..n` at `tile.ptr + r * tile.ldc + j` are writable and no other thread
+/// touches them.
+pub(crate) unsafe fn tile(kc: usize, a: *const f32, b: *const f32, tile: CTile) {
+    let (m, n) = (tile.rows, tile.cols);
     macro_rules! rows {
         ($v:literal) => {
             match m {
@@ -106,5 +108,5 @@ pub(crate) unsafe fn tile(
     debug_assert!((1..=MR).contains(&m) && (1..=NR).contains(&n));
     let f = if n > 8 { rows!(2) } else { rows!(1) };
     // SAFETY: forwarded caller contract; the instance has m rows and enough vectors for n.
-    unsafe { f(kc, a, b, c, ldc, n, alpha, beta_one) }
+    unsafe { f(kc, a, b, tile) }
 }

@@ -19,6 +19,8 @@
 
 use std::arch::x86_64::*;
 
+use super::driver::CTile;
+
 pub(crate) const MR: usize = 14;
 pub(crate) const NR: usize = 32;
 
@@ -29,22 +31,26 @@ fn lane_mask(n: usize, v: usize) -> __mmask16 {
     ((1u32 << valid) - 1) as __mmask16
 }
 
-/// One tile with `R` rows and `V` vectors of 16 columns.
+/// One tile with `R` rows and `V` vectors of 16 columns (`n` = tile.cols).
 ///
 /// # Safety
 /// The CPU has AVX-512F; `a` holds `kc * MR` and `b` holds `kc * NR` readable f32; the rows
-/// `0..R` of C, columns `0..n` (with `n <= 16 * V`), at `c + r * ldc + j` are writable.
+/// `0..R` of C, columns `0..n` (with `n <= 16 * V`), at `tile.ptr + r * tile.ldc + j` are writable.
 #[target_feature(enable = "avx512f")]
 unsafe fn tile_rv<const R: usize, const V: usize>(
     kc: usize,
     a: *const f32,
     b: *const f32,
-    c: *mut f32,
-    ldc: usize,
-    n: usize,
-    alpha: f32,
-    beta_one: bool,
+    tile: CTile,
 ) {
+    let CTile {
+        ptr: c,
+        ldc,
+        cols: n,
+        alpha,
+        beta_one,
+        ..
+    } = tile;
     // The C tile is read only at the end: ask for it in L2 now (from memory that takes
     // hundreds of cycles), and in L1 a few k steps before the end (earlier, the B panel
     // streaming through L1 would evict it again).
@@ -106,23 +112,16 @@ unsafe fn tile_rv<const R: usize, const V: usize>(
     }
 }
 
-/// `C[0..m, 0..n] = alpha * Ap * Bp (+ C if beta_one)` for one tile, `1 <= m <= MR`,
+/// `C[0..m, 0..n] = alpha * Ap * Bp (+ C if beta_one)` for one tile (m, n = tile.rows,
+/// tile.cols), `1 <= m <= MR`,
 /// `1 <= n <= NR`.
 ///
 /// # Safety
 /// The CPU has AVX-512F; `a` holds `kc * MR` and `b` holds `kc * NR` readable f32; C rows
-/// `0..m`, columns `0..n` at `c + r * ldc + j` are writable and no other thread touches them.
-pub(crate) unsafe fn tile(
-    kc: usize,
-    a: *const f32,
-    b: *const f32,
-    c: *mut f32,
-    ldc: usize,
-    m: usize,
-    n: usize,
-    alpha: f32,
-    beta_one: bool,
-) {
+/// `0..m`, columns `0..n` at `tile.ptr + r * tile.ldc + j` are writable and no other thread
+/// touches them.
+pub(crate) unsafe fn tile(kc: usize, a: *const f32, b: *const f32, tile: CTile) {
+    let (m, n) = (tile.rows, tile.cols);
     macro_rules! rows {
         ($v:literal) => {
             match m {
@@ -146,5 +145,5 @@ pub(crate) unsafe fn tile(
     debug_assert!((1..=MR).contains(&m) && (1..=NR).contains(&n));
     let f = if n > 16 { rows!(2) } else { rows!(1) };
     // SAFETY: forwarded caller contract; the instance has m rows and enough vectors for n.
-    unsafe { f(kc, a, b, c, ldc, n, alpha, beta_one) }
+    unsafe { f(kc, a, b, tile) }
 }

@@ -17,6 +17,8 @@
 
 use std::arch::x86_64::*;
 
+use super::driver::CTile;
+
 pub(crate) const MR: usize = 14;
 pub(crate) const NR: usize = 32;
 
@@ -32,22 +34,27 @@ fn as_bh(x: __m512i) -> __m512bh {
     unsafe { std::mem::transmute::<__m512i, __m512bh>(x) }
 }
 
-/// One tile with `R` rows and `V` vectors of 16 columns.
+/// One tile with `R` rows and `V` vectors of 16 columns (`n` = tile.cols).
 ///
 /// # Safety
 /// The CPU has AVX-512F and AVX-512 BF16; `a` holds `kp * MR * 2` and `b` holds `kp * NR * 2`
-/// readable u16; C rows `0..R`, columns `0..n` (`n <= 16 * V`) at `c + r * ldc + j` are writable.
+/// readable u16; C rows `0..R`, columns `0..n` (`n <= 16 * V`) at `tile.ptr + r * tile.ldc + j`
+/// are writable.
 #[target_feature(enable = "avx512f,avx512bf16")]
 unsafe fn tile_rv<const R: usize, const V: usize>(
     kp: usize,
     a: *const u16,
     b: *const u16,
-    c: *mut f32,
-    ldc: usize,
-    n: usize,
-    alpha: f32,
-    beta_one: bool,
+    tile: CTile,
 ) {
+    let CTile {
+        ptr: c,
+        ldc,
+        cols: n,
+        alpha,
+        beta_one,
+        ..
+    } = tile;
     // C is read only at the end: into L2 now, into L1 a few steps before the end (see the f32
     // kernel).
     let prefetch_c = |hint_l1: bool| {
@@ -109,23 +116,16 @@ unsafe fn tile_rv<const R: usize, const V: usize>(
     }
 }
 
-/// `C[0..m, 0..n] = alpha * Ap * Bp (+ C if beta_one)` for one tile over `kp` k pairs.
+/// `C[0..m, 0..n] = alpha * Ap * Bp (+ C if beta_one)` for one tile (m, n = tile.rows,
+/// tile.cols) over `kp` k pairs.
 ///
 /// # Safety
 /// The CPU has AVX-512F and AVX-512 BF16; `a` holds `kp * MR * 2` and `b` holds `kp * NR * 2`
-/// readable u16; C rows `0..m`, columns `0..n` at `c + r * ldc + j` are writable and no other
+/// readable u16; C rows `0..m`, columns `0..n` at `tile.ptr + r * tile.ldc + j` are writable and
+/// no other
 /// thread touches them; `1 <= m <= MR`, `1 <= n <= NR`.
-pub(crate) unsafe fn tile(
-    kp: usize,
-    a: *const u16,
-    b: *const u16,
-    c: *mut f32,
-    ldc: usize,
-    m: usize,
-    n: usize,
-    alpha: f32,
-    beta_one: bool,
-) {
+pub(crate) unsafe fn tile(kp: usize, a: *const u16, b: *const u16, tile: CTile) {
+    let (m, n) = (tile.rows, tile.cols);
     macro_rules! rows {
         ($v:literal) => {
             match m {
@@ -149,5 +149,5 @@ pub(crate) unsafe fn tile(
     debug_assert!((1..=MR).contains(&m) && (1..=NR).contains(&n));
     let f = if n > 16 { rows!(2) } else { rows!(1) };
     // SAFETY: forwarded caller contract; the instance has m rows and enough vectors for n.
-    unsafe { f(kp, a, b, c, ldc, n, alpha, beta_one) }
+    unsafe { f(kp, a, b, tile) }
 }

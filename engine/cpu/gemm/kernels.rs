@@ -12,7 +12,9 @@
 //! (MR x KC, 21 KiB for f32 at KC = 384) stays in L1 while the B panels of a task's column
 //! chunk (KC x NC, 480 KiB) stay in L2; the packed A block (MCO x KC, 3 MiB) lives in L3.
 
-use super::driver::MicroKernel;
+#[cfg(target_arch = "x86_64")]
+use super::driver::{CTile, MicroKernel};
+#[cfg(target_arch = "x86_64")]
 use super::pack::{self, Operand, PanelSpec};
 use super::Precision;
 
@@ -44,9 +46,14 @@ impl KernelPath {
         #[cfg(target_arch = "x86_64")]
         {
             match self {
-                // The AVX-512 packers use BW (16-bit lanes); every AVX-512 CPU since Skylake-X has it.
-                Self::Avx512Bf16 => Self::Avx512.supported() && is_x86_feature_detected!("avx512bf16"),
-                Self::Avx512 => is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bw"),
+                // The AVX-512 packers use BW (16-bit lanes); every AVX-512 CPU since Skylake-X
+                // has it.
+                Self::Avx512Bf16 => {
+                    Self::Avx512.supported() && is_x86_feature_detected!("avx512bf16")
+                }
+                Self::Avx512 => {
+                    is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bw")
+                }
                 Self::Avx2 => is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"),
                 Self::Portable => true,
             }
@@ -82,20 +89,9 @@ impl MicroKernel for Avx512F32 {
         pack::pack_f32_panel(op, p, self.round, true, dst);
     }
 
-    unsafe fn tile(
-        &self,
-        dc: usize,
-        a: *const f32,
-        b: *const f32,
-        c: *mut f32,
-        ldc: usize,
-        m: usize,
-        n: usize,
-        alpha: f32,
-        beta_one: bool,
-    ) {
+    unsafe fn tile(&self, dc: usize, a: *const f32, b: *const f32, c: CTile) {
         // SAFETY: forwarded contract; this kernel is only built when the path is supported.
-        unsafe { super::kernel_avx512::tile(dc, a, b, c, ldc, m, n, alpha, beta_one) }
+        unsafe { super::kernel_avx512::tile(dc, a, b, c) }
     }
 }
 
@@ -121,20 +117,9 @@ impl MicroKernel for Avx512Bf16 {
         pack::pack_pair_panel(op, p, true, dst);
     }
 
-    unsafe fn tile(
-        &self,
-        dc: usize,
-        a: *const u16,
-        b: *const u16,
-        c: *mut f32,
-        ldc: usize,
-        m: usize,
-        n: usize,
-        alpha: f32,
-        beta_one: bool,
-    ) {
+    unsafe fn tile(&self, dc: usize, a: *const u16, b: *const u16, c: CTile) {
         // SAFETY: forwarded contract (dc.div_ceil(2) pair steps are what the panels hold).
-        unsafe { super::kernel_bf16::tile(dc.div_ceil(2), a, b, c, ldc, m, n, alpha, beta_one) }
+        unsafe { super::kernel_bf16::tile(dc.div_ceil(2), a, b, c) }
     }
 }
 
@@ -162,19 +147,8 @@ impl MicroKernel for Avx2F32 {
         pack::pack_f32_panel(op, p, self.round, false, dst);
     }
 
-    unsafe fn tile(
-        &self,
-        dc: usize,
-        a: *const f32,
-        b: *const f32,
-        c: *mut f32,
-        ldc: usize,
-        m: usize,
-        n: usize,
-        alpha: f32,
-        beta_one: bool,
-    ) {
+    unsafe fn tile(&self, dc: usize, a: *const f32, b: *const f32, c: CTile) {
         // SAFETY: forwarded contract; this kernel is only built when the path is supported.
-        unsafe { super::kernel_avx2::tile(dc, a, b, c, ldc, m, n, alpha, beta_one) }
+        unsafe { super::kernel_avx2::tile(dc, a, b, c) }
     }
 }

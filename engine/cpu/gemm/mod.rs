@@ -50,7 +50,14 @@ pub struct MatRef<'a> {
 impl<'a> MatRef<'a> {
     /// A dense row-major `rows x cols` matrix.
     pub fn new(data: View<'a>, rows: usize, cols: usize) -> Self {
-        MatRef { data, offset: 0, rows, cols, row_stride: cols, col_stride: 1 }
+        MatRef {
+            data,
+            offset: 0,
+            rows,
+            cols,
+            row_stride: cols,
+            col_stride: 1,
+        }
     }
 
     pub fn from_f32(data: &'a [f32], rows: usize, cols: usize) -> Self {
@@ -58,8 +65,21 @@ impl<'a> MatRef<'a> {
     }
 
     /// A dense row-major matrix whose rows are `row_stride` apart, starting at `offset`.
-    pub fn strided(data: View<'a>, offset: usize, rows: usize, cols: usize, row_stride: usize) -> Self {
-        MatRef { data, offset, rows, cols, row_stride, col_stride: 1 }
+    pub fn strided(
+        data: View<'a>,
+        offset: usize,
+        rows: usize,
+        cols: usize,
+        row_stride: usize,
+    ) -> Self {
+        MatRef {
+            data,
+            offset,
+            rows,
+            cols,
+            row_stride,
+            col_stride: 1,
+        }
     }
 
     /// The transpose (no copy).
@@ -75,7 +95,8 @@ impl<'a> MatRef<'a> {
 
     #[inline(always)]
     pub fn at(&self, i: usize, j: usize) -> f32 {
-        self.data.get(self.offset + i * self.row_stride + j * self.col_stride)
+        self.data
+            .get(self.offset + i * self.row_stride + j * self.col_stride)
     }
 }
 
@@ -96,7 +117,12 @@ pub struct MatMut<'a> {
 
 impl<'a> MatMut<'a> {
     pub fn new(data: &'a mut [f32], rows: usize, cols: usize) -> Self {
-        MatMut { data, rows, cols, row_stride: cols }
+        MatMut {
+            data,
+            rows,
+            cols,
+            row_stride: cols,
+        }
     }
 }
 
@@ -115,7 +141,16 @@ pub fn gemm(
     precision: Precision,
     parallel: bool,
 ) {
-    gemm_with(KernelPath::best(precision), alpha, a, b, accumulate, c, precision, parallel);
+    gemm_with(
+        KernelPath::best(precision),
+        alpha,
+        a,
+        b,
+        accumulate,
+        c,
+        precision,
+        parallel,
+    );
 }
 
 /// The largest index a view reads, if it reads any.
@@ -125,7 +160,11 @@ fn last_index(m: &MatRef<'_>) -> Option<usize> {
     }
     let last = (m.rows - 1)
         .checked_mul(m.row_stride)
-        .and_then(|r| (m.cols - 1).checked_mul(m.col_stride).and_then(|c| r.checked_add(c)))
+        .and_then(|r| {
+            (m.cols - 1)
+                .checked_mul(m.col_stride)
+                .and_then(|c| r.checked_add(c))
+        })
         .and_then(|rc| rc.checked_add(m.offset));
     Some(last.unwrap_or(usize::MAX))
 }
@@ -135,12 +174,21 @@ fn check_shapes(a: &MatRef<'_>, b: &MatRef<'_>, c: &MatMut<'_>) {
     assert_eq!(c.rows, a.rows, "gemm: output rows");
     assert_eq!(c.cols, b.cols, "gemm: output columns");
     if c.rows > 0 && c.cols > 0 {
-        assert!(c.rows == 1 || c.row_stride >= c.cols, "gemm: output rows overlap");
-        assert!(c.data.len() >= (c.rows - 1) * c.row_stride + c.cols, "gemm: output too short");
+        assert!(
+            c.rows == 1 || c.row_stride >= c.cols,
+            "gemm: output rows overlap"
+        );
+        assert!(
+            c.data.len() >= (c.rows - 1) * c.row_stride + c.cols,
+            "gemm: output too short"
+        );
     }
     for (name, m) in [("A", a), ("B", b)] {
         if let Some(last) = last_index(m) {
-            assert!(last < m.data.len(), "gemm: view of {name} reaches past its data");
+            assert!(
+                last < m.data.len(),
+                "gemm: view of {name} reaches past its data"
+            );
         }
     }
 }
@@ -159,7 +207,10 @@ pub(crate) fn gemm_with(
 ) {
     check_shapes(&a, &b, &c);
     assert!(path.supported(), "gemm: this CPU cannot run {path:?}");
-    assert!(path != KernelPath::Avx512Bf16 || precision == Precision::Bf16, "gemm: {path:?} is bf16 only");
+    assert!(
+        path != KernelPath::Avx512Bf16 || precision == Precision::Bf16,
+        "gemm: {path:?} is bf16 only"
+    );
     if c.rows == 0 || c.cols == 0 {
         return;
     }
@@ -171,14 +222,33 @@ pub(crate) fn gemm_with(
         }
         return;
     }
+    #[cfg(target_arch = "x86_64")]
     let round = precision == Precision::Bf16;
     match path {
         #[cfg(target_arch = "x86_64")]
-        KernelPath::Avx512Bf16 => driver::run(&kernels::Avx512Bf16, alpha, &a, &b, accumulate, c, parallel),
+        KernelPath::Avx512Bf16 => {
+            driver::run(&kernels::Avx512Bf16, alpha, &a, &b, accumulate, c, parallel)
+        }
         #[cfg(target_arch = "x86_64")]
-        KernelPath::Avx512 => driver::run(&kernels::Avx512F32 { round }, alpha, &a, &b, accumulate, c, parallel),
+        KernelPath::Avx512 => driver::run(
+            &kernels::Avx512F32 { round },
+            alpha,
+            &a,
+            &b,
+            accumulate,
+            c,
+            parallel,
+        ),
         #[cfg(target_arch = "x86_64")]
-        KernelPath::Avx2 => driver::run(&kernels::Avx2F32 { round }, alpha, &a, &b, accumulate, c, parallel),
+        KernelPath::Avx2 => driver::run(
+            &kernels::Avx2F32 { round },
+            alpha,
+            &a,
+            &b,
+            accumulate,
+            c,
+            parallel,
+        ),
         _ => reference::gemm(alpha, a, b, accumulate, c, precision, parallel),
     }
 }

@@ -41,12 +41,22 @@ pub(crate) struct Operand<'a> {
 impl<'a> Operand<'a> {
     /// A as packed into row panels: lanes are rows, depth is columns.
     pub(crate) fn rows_of(a: &MatRef<'a>) -> Self {
-        Operand { data: a.data, offset: a.offset, lane_stride: a.row_stride, depth_stride: a.col_stride }
+        Operand {
+            data: a.data,
+            offset: a.offset,
+            lane_stride: a.row_stride,
+            depth_stride: a.col_stride,
+        }
     }
 
     /// B as packed into column panels: lanes are columns, depth is rows.
     pub(crate) fn cols_of(b: &MatRef<'a>) -> Self {
-        Operand { data: b.data, offset: b.offset, lane_stride: b.col_stride, depth_stride: b.row_stride }
+        Operand {
+            data: b.data,
+            offset: b.offset,
+            lane_stride: b.col_stride,
+            depth_stride: b.row_stride,
+        }
     }
 }
 
@@ -134,7 +144,13 @@ impl Elem for f16 {
 /// rounded to bf16 (the f32 kernels then compute the bf16 product exactly as products of bf16
 /// values are exact in f32). `simd`: use the AVX-512 packers (the caller checked the CPU has
 /// AVX-512F and BW).
-pub(crate) fn pack_f32_panel(op: &Operand<'_>, p: PanelSpec, round: bool, simd: bool, dst: &mut [f32]) {
+pub(crate) fn pack_f32_panel(
+    op: &Operand<'_>,
+    p: PanelSpec,
+    round: bool,
+    simd: bool,
+    dst: &mut [f32],
+) {
     let dst = &mut dst[..f32_panel_len(p.dc, p.width)];
     #[cfg(target_arch = "x86_64")]
     if simd && (op.lane_stride == 1 || op.depth_stride == 1) {
@@ -186,9 +202,21 @@ pub(crate) fn pack_pair_panel(op: &Operand<'_>, p: PanelSpec, simd: bool, dst: &
 
 /// The AVX-512 packers on a lane-contiguous or depth-contiguous source.
 #[cfg(target_arch = "x86_64")]
-fn simd_panel<T: super::pack_avx512::SimdSrc>(s: &[T], op: &Operand<'_>, p: PanelSpec, unit: super::pack_avx512::Unit, dst: &mut [u32]) {
+fn simd_panel<T: super::pack_avx512::SimdSrc>(
+    s: &[T],
+    op: &Operand<'_>,
+    p: PanelSpec,
+    unit: super::pack_avx512::Unit,
+    dst: &mut [u32],
+) {
     use super::pack_avx512::{pack_depth_runs, pack_lane_rows};
-    let PanelSpec { lane0, lanes, d0, dc, width } = p;
+    let PanelSpec {
+        lane0,
+        lanes,
+        d0,
+        dc,
+        width,
+    } = p;
     let first = op.offset + lane0 * op.lane_stride + d0 * op.depth_stride;
     if op.lane_stride == 1 {
         // Rows of a lane-contiguous block are a stride apart; ask for the one 16 ahead.
@@ -229,7 +257,13 @@ fn prefetch_run<T>(s: &[T], start: usize, len: usize) {
 }
 
 fn f32_panel<T: Elem>(s: &[T], op: &Operand<'_>, p: PanelSpec, dst: &mut [f32]) {
-    let PanelSpec { lane0, lanes, d0, dc, width } = p;
+    let PanelSpec {
+        lane0,
+        lanes,
+        d0,
+        dc,
+        width,
+    } = p;
     let first = op.offset + lane0 * op.lane_stride + d0 * op.depth_stride;
     if op.lane_stride == 1 {
         for (d, row) in dst.chunks_exact_mut(width).enumerate() {
@@ -248,7 +282,11 @@ fn f32_panel<T: Elem>(s: &[T], op: &Operand<'_>, p: PanelSpec, dst: &mut [f32]) 
             for c0 in (0..dc).step_by(RUN) {
                 let len = RUN.min(dc - c0);
                 T::run_to_f32(&s[start + c0..start + c0 + len], &mut run[..len]);
-                for (x, v) in dst[c0 * width + l..].iter_mut().step_by(width).zip(&run[..len]) {
+                for (x, v) in dst[c0 * width + l..]
+                    .iter_mut()
+                    .step_by(width)
+                    .zip(&run[..len])
+                {
                     *x = *v;
                 }
             }
@@ -256,14 +294,24 @@ fn f32_panel<T: Elem>(s: &[T], op: &Operand<'_>, p: PanelSpec, dst: &mut [f32]) 
     } else {
         for (d, row) in dst.chunks_exact_mut(width).enumerate() {
             for (l, x) in row.iter_mut().enumerate() {
-                *x = if l < lanes { s[first + l * op.lane_stride + d * op.depth_stride].to_f32() } else { 0.0 };
+                *x = if l < lanes {
+                    s[first + l * op.lane_stride + d * op.depth_stride].to_f32()
+                } else {
+                    0.0
+                };
             }
         }
     }
 }
 
 fn pair_panel<T: Elem>(s: &[T], op: &Operand<'_>, p: PanelSpec, dst: &mut [u16]) {
-    let PanelSpec { lane0, lanes, d0, dc, width } = p;
+    let PanelSpec {
+        lane0,
+        lanes,
+        d0,
+        dc,
+        width,
+    } = p;
     assert!(width <= MAX_WIDTH, "pack: panel wider than {MAX_WIDTH}");
     let first = op.offset + lane0 * op.lane_stride + d0 * op.depth_stride;
     if op.lane_stride == 1 {
@@ -277,7 +325,11 @@ fn pair_panel<T: Elem>(s: &[T], op: &Operand<'_>, p: PanelSpec, dst: &mut [u16])
             } else {
                 odd.fill(0);
             }
-            for (pair, (e, o)) in row.chunks_exact_mut(2).zip(even.iter().zip(&odd)).take(lanes) {
+            for (pair, (e, o)) in row
+                .chunks_exact_mut(2)
+                .zip(even.iter().zip(&odd))
+                .take(lanes)
+            {
                 pair[0] = *e;
                 pair[1] = *o;
             }

@@ -39,7 +39,11 @@ fn round_bf16_hi(x: __m512i) -> __m512i {
     let rounded = _mm512_add_epi32(_mm512_add_epi32(x, _mm512_set1_epi32(0x7FFF)), lsb);
     let abs = _mm512_and_si512(x, _mm512_set1_epi32(0x7FFF_FFFF));
     let nan = _mm512_cmpgt_epu32_mask(abs, _mm512_set1_epi32(0x7F80_0000));
-    _mm512_mask_blend_epi32(nan, rounded, _mm512_or_si512(x, _mm512_set1_epi32(0x0040_0000)))
+    _mm512_mask_blend_epi32(
+        nan,
+        rounded,
+        _mm512_or_si512(x, _mm512_set1_epi32(0x0040_0000)),
+    )
 }
 
 /// A stored element type read by vectors of 16.
@@ -71,8 +75,8 @@ pub(crate) trait SimdSrc: Copy {
 #[target_feature(enable = "avx512f,avx512bw")]
 fn high_halves(lo: __m512i, hi: __m512i) -> __m512i {
     let odd = _mm512_set_epi16(
-        63, 61, 59, 57, 55, 53, 51, 49, 47, 45, 43, 41, 39, 37, 35, 33, 31, 29, 27, 25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5,
-        3, 1,
+        63, 61, 59, 57, 55, 53, 51, 49, 47, 45, 43, 41, 39, 37, 35, 33, 31, 29, 27, 25, 23, 21, 19,
+        17, 15, 13, 11, 9, 7, 5, 3, 1,
     );
     _mm512_permutex2var_epi16(lo, odd, hi)
 }
@@ -82,7 +86,8 @@ impl SimdSrc for f32 {
     #[target_feature(enable = "avx512f,avx512bw")]
     unsafe fn f32x16(run: &[f32], i: usize, n: usize, round: bool) -> __m512i {
         // SAFETY: only the n lanes at i.. (inside run) are read.
-        let x = _mm512_castps_si512(unsafe { _mm512_maskz_loadu_ps(mask16(n), run.as_ptr().add(i)) });
+        let x =
+            _mm512_castps_si512(unsafe { _mm512_maskz_loadu_ps(mask16(n), run.as_ptr().add(i)) });
         if round {
             _mm512_and_si512(round_bf16_hi(x), _mm512_set1_epi32(0xFFFF_0000u32 as i32))
         } else {
@@ -101,7 +106,12 @@ impl SimdSrc for f32 {
     #[target_feature(enable = "avx512f,avx512bw")]
     unsafe fn pairsx16(run: &[f32], u: usize, e: usize) -> __m512i {
         // SAFETY: forwarded contract: elements 2u..2u+e are inside run.
-        let (lo, hi) = unsafe { (Self::f32x16(run, 2 * u, e.min(16), false), Self::f32x16(run, 2 * u + 16.min(e), e.saturating_sub(16), false)) };
+        let (lo, hi) = unsafe {
+            (
+                Self::f32x16(run, 2 * u, e.min(16), false),
+                Self::f32x16(run, 2 * u + 16.min(e), e.saturating_sub(16), false),
+            )
+        };
         high_halves(round_bf16_hi(lo), round_bf16_hi(hi))
     }
 }
@@ -119,7 +129,9 @@ impl SimdSrc for bf16 {
     #[target_feature(enable = "avx512f,avx512bw")]
     unsafe fn bf16x16(run: &[bf16], i: usize, n: usize) -> __m512i {
         // SAFETY: only the n (<= 16) 16-bit lanes at i.. (inside run) are read.
-        let x = unsafe { _mm512_maskz_loadu_epi16(mask32(n.min(16)), run.as_ptr().add(i) as *const i16) };
+        let x = unsafe {
+            _mm512_maskz_loadu_epi16(mask32(n.min(16)), run.as_ptr().add(i) as *const i16)
+        };
         _mm512_cvtepu16_epi32(_mm512_castsi512_si256(x))
     }
 
@@ -136,7 +148,9 @@ impl SimdSrc for f16 {
     #[target_feature(enable = "avx512f,avx512bw")]
     unsafe fn f32x16(run: &[f16], i: usize, n: usize, round: bool) -> __m512i {
         // SAFETY: only the n (<= 16) 16-bit lanes at i.. (inside run) are read.
-        let h = unsafe { _mm512_maskz_loadu_epi16(mask32(n.min(16)), run.as_ptr().add(i) as *const i16) };
+        let h = unsafe {
+            _mm512_maskz_loadu_epi16(mask32(n.min(16)), run.as_ptr().add(i) as *const i16)
+        };
         let x = _mm512_castps_si512(_mm512_cvtph_ps(_mm512_castsi512_si256(h)));
         if round {
             _mm512_and_si512(round_bf16_hi(x), _mm512_set1_epi32(0xFFFF_0000u32 as i32))
@@ -156,7 +170,12 @@ impl SimdSrc for f16 {
     #[target_feature(enable = "avx512f,avx512bw")]
     unsafe fn pairsx16(run: &[f16], u: usize, e: usize) -> __m512i {
         // SAFETY: forwarded contract: elements 2u..2u+e are inside run.
-        let (lo, hi) = unsafe { (Self::f32x16(run, 2 * u, e.min(16), false), Self::f32x16(run, 2 * u + 16.min(e), e.saturating_sub(16), false)) };
+        let (lo, hi) = unsafe {
+            (
+                Self::f32x16(run, 2 * u, e.min(16), false),
+                Self::f32x16(run, 2 * u + 16.min(e), e.saturating_sub(16), false),
+            )
+        };
         high_halves(round_bf16_hi(lo), round_bf16_hi(hi))
     }
 }
@@ -206,9 +225,21 @@ pub(crate) enum Unit {
 /// # Safety
 /// The CPU has AVX-512F and BW.
 #[target_feature(enable = "avx512f,avx512bw")]
-pub(crate) unsafe fn pack_depth_runs<T: SimdSrc>(runs: &[&[T]], depth: usize, width: usize, unit: Unit, dst: &mut [u32]) {
-    let units = if unit == Unit::Pair { depth.div_ceil(2) } else { depth };
-    assert!(runs.len() <= width && runs.iter().all(|r| r.len() == depth) && dst.len() >= units * width);
+pub(crate) unsafe fn pack_depth_runs<T: SimdSrc>(
+    runs: &[&[T]],
+    depth: usize,
+    width: usize,
+    unit: Unit,
+    dst: &mut [u32],
+) {
+    let units = if unit == Unit::Pair {
+        depth.div_ceil(2)
+    } else {
+        depth
+    };
+    assert!(
+        runs.len() <= width && runs.iter().all(|r| r.len() == depth) && dst.len() >= units * width
+    );
     for g0 in (0..width).step_by(16) {
         let store_mask = mask16(width - g0);
         for u0 in (0..units).step_by(16) {
@@ -226,7 +257,13 @@ pub(crate) unsafe fn pack_depth_runs<T: SimdSrc>(runs: &[&[T]], depth: usize, wi
             transpose16(&mut r);
             for (k, x) in r.iter().take(count).enumerate() {
                 // SAFETY: row u0 + k < units, lanes g0.. masked to width: inside dst (checked).
-                unsafe { _mm512_mask_storeu_epi32(dst.as_mut_ptr().add((u0 + k) * width + g0) as *mut i32, store_mask, *x) };
+                unsafe {
+                    _mm512_mask_storeu_epi32(
+                        dst.as_mut_ptr().add((u0 + k) * width + g0) as *mut i32,
+                        store_mask,
+                        *x,
+                    )
+                };
             }
         }
     }
@@ -246,7 +283,11 @@ pub(crate) unsafe fn pack_lane_rows<'a, T: SimdSrc + 'a>(
     unit: Unit,
     dst: &mut [u32],
 ) {
-    let units = if unit == Unit::Pair { depth.div_ceil(2) } else { depth };
+    let units = if unit == Unit::Pair {
+        depth.div_ceil(2)
+    } else {
+        depth
+    };
     assert!(lanes <= width && dst.len() >= units * width);
     let mut rows = rows.take(depth);
     for u in 0..units {
@@ -264,13 +305,21 @@ pub(crate) unsafe fn pack_lane_rows<'a, T: SimdSrc + 'a>(
                     Unit::F32 { round } => T::f32x16(even, g0.min(even.len()), n, round),
                     Unit::Pair => {
                         let e = T::bf16x16(even, g0.min(even.len()), n);
-                        let o = odd.map_or(_mm512_setzero_si512(), |o| T::bf16x16(o, g0.min(o.len()), n));
+                        let o = odd.map_or(_mm512_setzero_si512(), |o| {
+                            T::bf16x16(o, g0.min(o.len()), n)
+                        });
                         _mm512_or_si512(e, _mm512_slli_epi32::<16>(o))
                     }
                 }
             };
             // SAFETY: row u < units, lanes g0.. masked to width: inside dst (checked above).
-            unsafe { _mm512_mask_storeu_epi32(dst.as_mut_ptr().add(u * width + g0) as *mut i32, mask16(width - g0), x) };
+            unsafe {
+                _mm512_mask_storeu_epi32(
+                    dst.as_mut_ptr().add(u * width + g0) as *mut i32,
+                    mask16(width - g0),
+                    x,
+                )
+            };
         }
     }
 }

@@ -13,7 +13,12 @@ use super::{gemm_with, KernelPath, MatMut, MatRef, Precision};
 use crate::engine::rng::Rng;
 use crate::engine::tensor::View;
 
-const PATHS: [KernelPath; 4] = [KernelPath::Avx512Bf16, KernelPath::Avx512, KernelPath::Avx2, KernelPath::Portable];
+const PATHS: [KernelPath; 4] = [
+    KernelPath::Avx512Bf16,
+    KernelPath::Avx512,
+    KernelPath::Avx2,
+    KernelPath::Portable,
+];
 
 /// Owned storage of one dtype, for building views.
 enum Store {
@@ -40,40 +45,106 @@ impl Store {
 }
 
 fn random(rng: &mut Rng, len: usize) -> Vec<f32> {
-    (0..len).map(|_| (rng.next_u64() >> 40) as f32 / (1u64 << 23) as f32 - 1.0).collect()
+    (0..len)
+        .map(|_| (rng.next_u64() >> 40) as f32 / (1u64 << 23) as f32 - 1.0)
+        .collect()
 }
 
 /// A `rows x cols` view over `store`, transposed storage when `trans`, rows padded by `pad`,
 /// starting at `offset`.
-fn view<'a>(store: &'a Store, rows: usize, cols: usize, trans: bool, pad: usize, offset: usize) -> MatRef<'a> {
+fn view<'a>(
+    store: &'a Store,
+    rows: usize,
+    cols: usize,
+    trans: bool,
+    pad: usize,
+    offset: usize,
+) -> MatRef<'a> {
     if trans {
-        MatRef { data: store.view(), offset, rows, cols, row_stride: 1, col_stride: rows + pad }
+        MatRef {
+            data: store.view(),
+            offset,
+            rows,
+            cols,
+            row_stride: 1,
+            col_stride: rows + pad,
+        }
     } else {
-        MatRef { data: store.view(), offset, rows, cols, row_stride: cols + pad, col_stride: 1 }
+        MatRef {
+            data: store.view(),
+            offset,
+            rows,
+            cols,
+            row_stride: cols + pad,
+            col_stride: 1,
+        }
     }
 }
 
 fn storage_len(rows: usize, cols: usize, trans: bool, pad: usize, offset: usize) -> usize {
-    offset + if trans { cols * (rows + pad) } else { rows * (cols + pad) } + 1
+    offset
+        + if trans {
+            cols * (rows + pad)
+        } else {
+            rows * (cols + pad)
+        }
+        + 1
 }
 
 /// Checks `gemm_with(path, ...)` against the f64 product of the stored (and, for Bf16, rounded)
 /// values. Returns C for further comparisons.
 #[allow(clippy::too_many_arguments)]
-fn check(path: KernelPath, m: usize, k: usize, n: usize, layout: (bool, bool), dtypes: (usize, usize),
-         precision: Precision, accumulate: bool, parallel: bool, seed: u64) -> Vec<f32> {
+fn check(
+    path: KernelPath,
+    m: usize,
+    k: usize,
+    n: usize,
+    layout: (bool, bool),
+    dtypes: (usize, usize),
+    precision: Precision,
+    accumulate: bool,
+    parallel: bool,
+    seed: u64,
+) -> Vec<f32> {
     let mut rng = Rng::new(seed);
     let (pad, off) = (3, 5);
-    let a_store = Store::new(&random(&mut rng, storage_len(m, k, layout.0, pad, off)), dtypes.0);
-    let b_store = Store::new(&random(&mut rng, storage_len(k, n, layout.1, pad, off)), dtypes.1);
+    let a_store = Store::new(
+        &random(&mut rng, storage_len(m, k, layout.0, pad, off)),
+        dtypes.0,
+    );
+    let b_store = Store::new(
+        &random(&mut rng, storage_len(k, n, layout.1, pad, off)),
+        dtypes.1,
+    );
     let a = view(&a_store, m, k, layout.0, pad, off);
     let b = view(&b_store, k, n, layout.1, pad, 2);
     let ldc = n + 2;
     let c0 = random(&mut rng, m * ldc);
     let mut c = c0.clone();
     let alpha = 0.75f32;
-    gemm_with(path, alpha, a, b, accumulate, MatMut { data: &mut c, rows: m, cols: n, row_stride: ldc }, precision, parallel);
-    let round = |x: f32| if precision == Precision::Bf16 { bf16::from_f32(x).to_f32() } else { x } as f64;
+    gemm_with(
+        path,
+        alpha,
+        a,
+        b,
+        accumulate,
+        MatMut {
+            data: &mut c,
+            rows: m,
+            cols: n,
+            row_stride: ldc,
+        },
+        precision,
+        parallel,
+    );
+    let bf = precision == Precision::Bf16;
+    let round = |x: f32| {
+        if bf {
+            bf16::from_f32(x).to_f32() as f64
+        } else {
+            x as f64
+        }
+    };
     let u = 2f64.powi(-24);
     for i in 0..m {
         for j in 0..n {
@@ -85,14 +156,26 @@ fn check(path: KernelPath, m: usize, k: usize, n: usize, layout: (bool, bool), d
             }
             let before = c0[i * ldc + j] as f64;
             let expect = alpha as f64 * exact + if accumulate { before } else { 0.0 };
-            let tol = 2.0 * (k as f64 + 4.0) * u * alpha as f64 * mag + if accumulate { 2.0 * u * before.abs() } else { 0.0 };
+            let tol = 2.0 * (k as f64 + 4.0) * u * alpha as f64 * mag
+                + if accumulate {
+                    2.0 * u * before.abs()
+                } else {
+                    0.0
+                };
             let got = c[i * ldc + j] as f64;
-            assert!((got - expect).abs() <= tol + 1e-30,
-                "{path:?} {precision:?} m={m} k={k} n={n} {layout:?} {dtypes:?} acc={accumulate}: C[{i},{j}] = {got}, expected {expect} (tol {tol})");
+            assert!(
+                (got - expect).abs() <= tol + 1e-30,
+                "{path:?} {precision:?} m={m} k={k} n={n} {layout:?} {dtypes:?} acc={accumulate}: \
+                 C[{i},{j}] = {got}, expected {expect} (tol {tol})"
+            );
         }
         // The padding between rows of C is never written.
         for j in n..ldc {
-            assert_eq!(c[i * ldc + j].to_bits(), c0[i * ldc + j].to_bits(), "{path:?}: wrote C[{i},{j}] past the columns");
+            assert_eq!(
+                c[i * ldc + j].to_bits(),
+                c0[i * ldc + j].to_bits(),
+                "{path:?}: wrote C[{i},{j}] past the columns"
+            );
         }
     }
     c
@@ -100,14 +183,40 @@ fn check(path: KernelPath, m: usize, k: usize, n: usize, layout: (bool, bool), d
 
 #[test]
 fn every_path_matches_f64_on_edge_shapes() {
-    let shapes = [(1, 1, 1), (1, 7, 1), (7, 1, 33), (13, 5, 17), (14, 32, 32), (15, 33, 31), (33, 70, 65), (64, 32, 300), (29, 385, 47), (3, 800, 5)];
+    let shapes = [
+        (1, 1, 1),
+        (1, 7, 1),
+        (7, 1, 33),
+        (13, 5, 17),
+        (14, 32, 32),
+        (15, 33, 31),
+        (33, 70, 65),
+        (64, 32, 300),
+        (29, 385, 47),
+        (3, 800, 5),
+    ];
     for path in PATHS.into_iter().filter(|p| p.supported()) {
-        let precisions: &[Precision] = if path == KernelPath::Avx512Bf16 { &[Precision::Bf16] } else { &[Precision::F32, Precision::Bf16] };
+        let precisions: &[Precision] = if path == KernelPath::Avx512Bf16 {
+            &[Precision::Bf16]
+        } else {
+            &[Precision::F32, Precision::Bf16]
+        };
         for &precision in precisions {
             for (s, &(m, k, n)) in shapes.iter().enumerate() {
                 for layout in [(false, false), (false, true), (true, false), (true, true)] {
                     let dtypes = (s % 3, (s + 1) % 3);
-                    check(path, m, k, n, layout, dtypes, precision, s % 2 == 0, s % 3 == 0, s as u64);
+                    check(
+                        path,
+                        m,
+                        k,
+                        n,
+                        layout,
+                        dtypes,
+                        precision,
+                        s % 2 == 0,
+                        s % 3 == 0,
+                        s as u64,
+                    );
                 }
             }
         }
@@ -118,29 +227,96 @@ fn every_path_matches_f64_on_edge_shapes() {
 fn large_blocks_cross_buffer_bounds() {
     // m and n past MCO / NCO (2048) and k past KC: several outer blocks and k blocks.
     for path in PATHS.into_iter().filter(|p| p.supported()) {
-        let precision = if path == KernelPath::Avx512Bf16 { Precision::Bf16 } else { Precision::F32 };
-        check(path, 2100, 9, 20, (false, true), (0, 1), precision, true, true, 1);
-        check(path, 19, 9, 2101, (true, false), (1, 0), precision, false, true, 2);
-        check(path, 40, 1537, 37, (false, false), (0, 0), precision, false, false, 3);
+        let precision = if path == KernelPath::Avx512Bf16 {
+            Precision::Bf16
+        } else {
+            Precision::F32
+        };
+        check(
+            path,
+            2100,
+            9,
+            20,
+            (false, true),
+            (0, 1),
+            precision,
+            true,
+            true,
+            1,
+        );
+        check(
+            path,
+            19,
+            9,
+            2101,
+            (true, false),
+            (1, 0),
+            precision,
+            false,
+            true,
+            2,
+        );
+        check(
+            path,
+            40,
+            1537,
+            37,
+            (false, false),
+            (0, 0),
+            precision,
+            false,
+            false,
+            3,
+        );
     }
 }
 
 #[test]
 fn empty_and_zero_depth() {
     for path in PATHS.into_iter().filter(|p| p.supported()) {
-        let precision = if path == KernelPath::Avx512Bf16 { Precision::Bf16 } else { Precision::F32 };
+        let precision = if path == KernelPath::Avx512Bf16 {
+            Precision::Bf16
+        } else {
+            Precision::F32
+        };
         let (a, b) = ([1.0f32; 6], [1.0f32; 6]);
         // k = 0: C = 0, or unchanged when accumulating.
         for accumulate in [false, true] {
             let mut c = vec![5.0f32; 6];
-            gemm_with(path, 1.0, MatRef::from_f32(&a[..0], 2, 0), MatRef::from_f32(&b[..0], 0, 3), accumulate,
-                MatMut::new(&mut c, 2, 3), precision, true);
+            gemm_with(
+                path,
+                1.0,
+                MatRef::from_f32(&a[..0], 2, 0),
+                MatRef::from_f32(&b[..0], 0, 3),
+                accumulate,
+                MatMut::new(&mut c, 2, 3),
+                precision,
+                true,
+            );
             assert_eq!(c, vec![if accumulate { 5.0 } else { 0.0 }; 6], "{path:?}");
         }
         // m = 0 and n = 0: nothing is written.
         let mut c = vec![5.0f32; 6];
-        gemm_with(path, 1.0, MatRef::from_f32(&a, 0, 3), MatRef::from_f32(&b, 3, 2), false, MatMut::new(&mut c[..0], 0, 2), precision, true);
-        gemm_with(path, 1.0, MatRef::from_f32(&a, 2, 3), MatRef::from_f32(&b, 3, 0), false, MatMut::new(&mut c[..0], 2, 0), precision, true);
+        gemm_with(
+            path,
+            1.0,
+            MatRef::from_f32(&a, 0, 3),
+            MatRef::from_f32(&b, 3, 2),
+            false,
+            MatMut::new(&mut c[..0], 0, 2),
+            precision,
+            true,
+        );
+        gemm_with(
+            path,
+            1.0,
+            MatRef::from_f32(&a, 2, 3),
+            MatRef::from_f32(&b, 3, 0),
+            false,
+            MatMut::new(&mut c[..0], 2, 0),
+            precision,
+            true,
+        );
         assert_eq!(c, vec![5.0; 6]);
     }
 }
@@ -148,10 +324,33 @@ fn empty_and_zero_depth() {
 #[test]
 fn serial_and_parallel_are_bit_identical_on_every_path() {
     for path in PATHS.into_iter().filter(|p| p.supported()) {
-        let precision = if path == KernelPath::Avx512Bf16 { Precision::Bf16 } else { Precision::F32 };
-        let run = |parallel| check(path, 230, 777, 190, (false, true), (0, 1), precision, true, parallel, 9);
+        let precision = if path == KernelPath::Avx512Bf16 {
+            Precision::Bf16
+        } else {
+            Precision::F32
+        };
+        let run = |parallel| {
+            check(
+                path,
+                230,
+                777,
+                190,
+                (false, true),
+                (0, 1),
+                precision,
+                true,
+                parallel,
+                9,
+            )
+        };
         let (serial, parallel) = (run(false), run(true));
-        assert!(serial.iter().zip(&parallel).all(|(x, y)| x.to_bits() == y.to_bits()), "{path:?}");
+        assert!(
+            serial
+                .iter()
+                .zip(&parallel)
+                .all(|(x, y)| x.to_bits() == y.to_bits()),
+            "{path:?}"
+        );
     }
 }
 
@@ -162,8 +361,20 @@ fn panels_follow_the_documented_layout() {
     let mut rng = Rng::new(4);
     let mut values = random(&mut rng, 4000);
     // Rounding ties (to even both ways), subnormals, infinities, NaNs with payloads, overflow.
-    let special = [0x3F80_8000u32, 0x3F81_8000, 0x3F80_8001, 0x0000_0001, 0x8000_7FFF, 0x0000_8000, 0x7F80_0000,
-        0xFF80_0000, 0x7FC0_0001, 0xFF81_2345, 0x7F7F_FFFF, 0x8000_0000];
+    let special = [
+        0x3F80_8000u32,
+        0x3F81_8000,
+        0x3F80_8001,
+        0x0000_0001,
+        0x8000_7FFF,
+        0x0000_8000,
+        0x7F80_0000,
+        0xFF80_0000,
+        0x7FC0_0001,
+        0xFF81_2345,
+        0x7F7F_FFFF,
+        0x8000_0000,
+    ];
     for (i, bits) in special.iter().cycle().take(values.len() / 5).enumerate() {
         values[5 * i + 2] = f32::from_bits(*bits);
     }
@@ -171,20 +382,56 @@ fn panels_follow_the_documented_layout() {
         let store = Store::new(&values, dtype);
         // (lane_stride, depth_stride) for the three cases.
         for (ls, ds) in [(1, 40), (45, 1), (3, 97)] {
-            let m = MatRef { data: store.view(), offset: 7, rows: 30, cols: 37, row_stride: ls, col_stride: ds };
+            let m = MatRef {
+                data: store.view(),
+                offset: 7,
+                rows: 30,
+                cols: 37,
+                row_stride: ls,
+                col_stride: ds,
+            };
             let op = Operand::rows_of(&m);
-            for (lane0, lanes, d0, dc, width, simd) in [(0, 14, 0, 37, 14, false), (28, 2, 3, 33, 14, false), (0, 30, 0, 36, 32, false), (5, 9, 1, 5, 16, false),
-                 (0, 14, 0, 37, 14, true), (28, 2, 3, 33, 14, true), (0, 30, 0, 36, 32, true), (5, 9, 1, 5, 16, true), (3, 17, 2, 35, 32, true)]
-                .into_iter().filter(|t| !t.5 || KernelPath::Avx512.supported()) {
-                let p = PanelSpec { lane0, lanes, d0, dc, width };
+            for (lane0, lanes, d0, dc, width, simd) in [
+                (0, 14, 0, 37, 14, false),
+                (28, 2, 3, 33, 14, false),
+                (0, 30, 0, 36, 32, false),
+                (5, 9, 1, 5, 16, false),
+                (0, 14, 0, 37, 14, true),
+                (28, 2, 3, 33, 14, true),
+                (0, 30, 0, 36, 32, true),
+                (5, 9, 1, 5, 16, true),
+                (3, 17, 2, 35, 32, true),
+            ]
+            .into_iter()
+            .filter(|t| !t.5 || KernelPath::Avx512.supported())
+            {
+                let p = PanelSpec {
+                    lane0,
+                    lanes,
+                    d0,
+                    dc,
+                    width,
+                };
                 for round in [false, true] {
                     let mut out = vec![f32::NAN; pack::f32_panel_len(dc, width)];
                     pack::pack_f32_panel(&op, p, round, simd, &mut out);
                     for d in 0..dc {
                         for l in 0..width {
-                            let want = if l < lanes { m.at(lane0 + l, d0 + d) } else { 0.0 };
-                            let want = if round { bf16::from_f32(want).to_f32() } else { want };
-                            assert_eq!(out[d * width + l].to_bits(), want.to_bits(), "f32 panel dtype {dtype} strides ({ls},{ds}) {p:?}");
+                            let want = if l < lanes {
+                                m.at(lane0 + l, d0 + d)
+                            } else {
+                                0.0
+                            };
+                            let want = if round {
+                                bf16::from_f32(want).to_f32()
+                            } else {
+                                want
+                            };
+                            assert_eq!(
+                                out[d * width + l].to_bits(),
+                                want.to_bits(),
+                                "f32 panel dtype {dtype} strides ({ls},{ds}) {p:?}"
+                            );
                         }
                     }
                 }
@@ -192,8 +439,16 @@ fn panels_follow_the_documented_layout() {
                 pack::pack_pair_panel(&op, p, simd, &mut out);
                 for d in 0..dc.div_ceil(2) * 2 {
                     for l in 0..width {
-                        let want = if l < lanes && d < dc { bf16::from_f32(m.at(lane0 + l, d0 + d)).to_bits() } else { 0 };
-                        assert_eq!(out[(d / 2 * width + l) * 2 + d % 2], want, "pair panel dtype {dtype} strides ({ls},{ds}) {p:?} l={l} d={d}");
+                        let want = if l < lanes && d < dc {
+                            bf16::from_f32(m.at(lane0 + l, d0 + d)).to_bits()
+                        } else {
+                            0
+                        };
+                        assert_eq!(
+                            out[(d / 2 * width + l) * 2 + d % 2],
+                            want,
+                            "pair panel dtype {dtype} strides ({ls},{ds}) {p:?} l={l} d={d}"
+                        );
                     }
                 }
             }
