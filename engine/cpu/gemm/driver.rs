@@ -48,6 +48,7 @@ pub(crate) trait MicroKernel: Sync {
     const NCO: usize;
 
     fn panel_len(dc: usize, width: usize) -> usize;
+    /// Packs the `p.lanes.div_ceil(p.width)` panels of `p` one after the other into `dst`.
     fn pack(&self, op: &Operand<'_>, p: PanelSpec, dst: &mut [Self::Packed]);
 
     /// One tile: `C = alpha * Ap * Bp (+ C if beta_one)` over `dc` depth steps.
@@ -124,46 +125,36 @@ pub(crate) fn run<K: MicroKernel>(
                 for (kblock, d0) in (0..depth).step_by(K::KC).enumerate() {
                     let dc = K::KC.min(depth - d0);
                     let (alen, blen) = (K::panel_len(dc, K::MR), K::panel_len(dc, K::NR));
+                    // Panels are packed in groups (one task each when parallel): a group of
+                    // lane-contiguous panels is read row by row, sequentially.
+                    let (a_count, b_count) = (mb.div_ceil(K::MR), nb.div_ceil(K::NR));
+                    let (a_group, b_group) = if threads > 1 {
+                        (a_count.div_ceil(4 * threads), b_count.div_ceil(4 * threads))
+                    } else {
+                        (a_count, b_count)
+                    };
                     let pack_a = |(i, dst): (usize, &mut [K::Packed])| {
-                        let lane0 = m0 + i * K::MR;
-                        let lanes = K::MR.min(m0 + mb - lane0);
-                        kern.pack(
-                            &a_op,
-                            PanelSpec {
-                                lane0,
-                                lanes,
-                                d0,
-                                dc,
-                                width: K::MR,
-                            },
-                            dst,
-                        );
+                        let lane0 = i * a_group * K::MR;
+                        let lanes = (a_group * K::MR).min(mb - lane0);
+                        let spec = PanelSpec { lane0: m0 + lane0, lanes, d0, dc, width: K::MR };
+                        kern.pack(&a_op, spec, dst);
                     };
                     let pack_b = |(j, dst): (usize, &mut [K::Packed])| {
-                        let lane0 = n0 + j * K::NR;
-                        let lanes = K::NR.min(n0 + nb - lane0);
-                        kern.pack(
-                            &b_op,
-                            PanelSpec {
-                                lane0,
-                                lanes,
-                                d0,
-                                dc,
-                                width: K::NR,
-                            },
-                            dst,
-                        );
+                        let lane0 = j * b_group * K::NR;
+                        let lanes = (b_group * K::NR).min(nb - lane0);
+                        let spec = PanelSpec { lane0: n0 + lane0, lanes, d0, dc, width: K::NR };
+                        kern.pack(&b_op, spec, dst);
                     };
-                    let a_panels = &mut abuf[..mb.div_ceil(K::MR) * alen];
-                    let b_panels = &mut bbuf[..nb.div_ceil(K::NR) * blen];
+                    let a_panels = &mut abuf[..a_count * alen];
+                    let b_panels = &mut bbuf[..b_count * blen];
                     if threads > 1 {
                         rayon::join(
-                            || a_panels.par_chunks_mut(alen).enumerate().for_each(pack_a),
-                            || b_panels.par_chunks_mut(blen).enumerate().for_each(pack_b),
+                            || a_panels.par_chunks_mut(a_group * alen).enumerate().for_each(pack_a),
+                            || b_panels.par_chunks_mut(b_group * blen).enumerate().for_each(pack_b),
                         );
                     } else {
-                        a_panels.chunks_mut(alen).enumerate().for_each(pack_a);
-                        b_panels.chunks_mut(blen).enumerate().for_each(pack_b);
+                        pack_a((0, a_panels));
+                        pack_b((0, b_panels));
                     }
                     let (a_panels, b_panels) = (&*a_panels, &*b_panels);
 

@@ -86,7 +86,7 @@ impl MicroKernel for Avx512F32 {
     }
 
     fn pack(&self, op: &Operand<'_>, p: PanelSpec, dst: &mut [f32]) {
-        pack::pack_f32_panel(op, p, self.round, true, dst);
+        pack::pack_f32_panels(op, p, self.round, true, dst);
     }
 
     unsafe fn tile(&self, dc: usize, a: *const f32, b: *const f32, c: CTile) {
@@ -114,7 +114,7 @@ impl MicroKernel for Avx512Bf16 {
     }
 
     fn pack(&self, op: &Operand<'_>, p: PanelSpec, dst: &mut [u16]) {
-        pack::pack_pair_panel(op, p, true, dst);
+        pack::pack_pair_panels(op, p, true, dst);
     }
 
     unsafe fn tile(&self, dc: usize, a: *const u16, b: *const u16, c: CTile) {
@@ -144,7 +144,7 @@ impl MicroKernel for Avx2F32 {
     }
 
     fn pack(&self, op: &Operand<'_>, p: PanelSpec, dst: &mut [f32]) {
-        pack::pack_f32_panel(op, p, self.round, false, dst);
+        pack::pack_f32_panels(op, p, self.round, false, dst);
     }
 
     unsafe fn tile(&self, dc: usize, a: *const f32, b: *const f32, c: CTile) {

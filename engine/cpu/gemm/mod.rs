@@ -31,6 +31,8 @@ mod pack_avx512;
 mod reference;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_pack;
 
 pub(crate) use kernels::KernelPath;
 

@@ -60,7 +60,8 @@ impl<'a> Operand<'a> {
     }
 }
 
-/// One panel to pack: lanes `lane0..lane0 + lanes` (`lanes <= width`), depth `d0..d0 + dc`.
+/// Panels to pack: lanes `lane0..lane0 + lanes` in `lanes.div_ceil(width)` panels of `width`
+/// lanes (the last zero-padded), depth `d0..d0 + dc`.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct PanelSpec {
     pub lane0: usize,
@@ -140,34 +141,33 @@ impl Elem for f16 {
     }
 }
 
-/// Packs one f32 panel into `dst[..f32_panel_len(dc, width)]`; with `round`, every value is
-/// rounded to bf16 (the f32 kernels then compute the bf16 product exactly as products of bf16
-/// values are exact in f32). `simd`: use the AVX-512 packers (the caller checked the CPU has
-/// AVX-512F and BW).
-pub(crate) fn pack_f32_panel(
-    op: &Operand<'_>,
-    p: PanelSpec,
-    round: bool,
-    simd: bool,
-    dst: &mut [f32],
-) {
-    let dst = &mut dst[..f32_panel_len(p.dc, p.width)];
+/// Packs the panels of `p` into `dst`, each `f32_panel_len(dc, width)` long; with `round`,
+/// every value is rounded to bf16 (the f32 kernels then compute the bf16 product exactly, as
+/// products of bf16 values are exact in f32). `simd`: use the AVX-512 packers (the caller
+/// checked that the CPU has AVX-512F and BW).
+pub(crate) fn pack_f32_panels(op: &Operand<'_>, p: PanelSpec, round: bool, simd: bool, dst: &mut [f32]) {
+    let len = f32_panel_len(p.dc, p.width);
+    let dst = &mut dst[..p.lanes.div_ceil(p.width) * len];
     #[cfg(target_arch = "x86_64")]
     if simd && (op.lane_stride == 1 || op.depth_stride == 1) {
         let unit = super::pack_avx512::Unit::F32 { round };
         let dst = bytemuck::cast_slice_mut(dst);
         match op.data {
-            View::F32(s) => simd_panel(s, op, p, unit, dst),
-            View::BF16(s) => simd_panel(s, op, p, unit, dst),
-            View::F16(s) => simd_panel(s, op, p, unit, dst),
+            View::F32(s) => simd_panels(s, op, p, unit, dst),
+            View::BF16(s) => simd_panels(s, op, p, unit, dst),
+            View::F16(s) => simd_panels(s, op, p, unit, dst),
         }
         return;
     }
     let _ = simd;
-    match op.data {
-        View::F32(s) => f32_panel(s, op, p, dst),
-        View::BF16(s) => f32_panel(s, op, p, dst),
-        View::F16(s) => f32_panel(s, op, p, dst),
+    for (i, panel) in dst.chunks_exact_mut(len).enumerate() {
+        let lane0 = p.lane0 + i * p.width;
+        let one = PanelSpec { lane0, lanes: p.width.min(p.lane0 + p.lanes - lane0), ..p };
+        match op.data {
+            View::F32(s) => f32_panel(s, op, one, panel),
+            View::BF16(s) => f32_panel(s, op, one, panel),
+            View::F16(s) => f32_panel(s, op, one, panel),
+        }
     }
     if round && !matches!(op.data, View::BF16(_)) {
         for x in dst.iter_mut() {
@@ -176,66 +176,64 @@ pub(crate) fn pack_f32_panel(
     }
 }
 
-/// Packs one bf16 pair panel into `dst[..pair_panel_len(dc, width)]`; `simd` as for
-/// [`pack_f32_panel`].
-pub(crate) fn pack_pair_panel(op: &Operand<'_>, p: PanelSpec, simd: bool, dst: &mut [u16]) {
-    let dst = &mut dst[..pair_panel_len(p.dc, p.width)];
+/// Packs the panels of `p` into `dst` as bf16 pair panels, each `pair_panel_len(dc, width)`
+/// long; `simd` as for [`pack_f32_panels`].
+pub(crate) fn pack_pair_panels(op: &Operand<'_>, p: PanelSpec, simd: bool, dst: &mut [u16]) {
+    let len = pair_panel_len(p.dc, p.width);
+    let dst = &mut dst[..p.lanes.div_ceil(p.width) * len];
     #[cfg(target_arch = "x86_64")]
     if simd && (op.lane_stride == 1 || op.depth_stride == 1) {
         let unit = super::pack_avx512::Unit::Pair;
         // Panels start at even offsets of a 64-byte aligned buffer: pairs are 4-byte aligned.
         let dst = bytemuck::cast_slice_mut(dst);
         match op.data {
-            View::F32(s) => simd_panel(s, op, p, unit, dst),
-            View::BF16(s) => simd_panel(s, op, p, unit, dst),
-            View::F16(s) => simd_panel(s, op, p, unit, dst),
+            View::F32(s) => simd_panels(s, op, p, unit, dst),
+            View::BF16(s) => simd_panels(s, op, p, unit, dst),
+            View::F16(s) => simd_panels(s, op, p, unit, dst),
         }
         return;
     }
     let _ = simd;
-    match op.data {
-        View::F32(s) => pair_panel(s, op, p, dst),
-        View::BF16(s) => pair_panel(s, op, p, dst),
-        View::F16(s) => pair_panel(s, op, p, dst),
+    for (i, panel) in dst.chunks_exact_mut(len).enumerate() {
+        let lane0 = p.lane0 + i * p.width;
+        let one = PanelSpec { lane0, lanes: p.width.min(p.lane0 + p.lanes - lane0), ..p };
+        match op.data {
+            View::F32(s) => pair_panel(s, op, one, panel),
+            View::BF16(s) => pair_panel(s, op, one, panel),
+            View::F16(s) => pair_panel(s, op, one, panel),
+        }
     }
 }
 
 /// The AVX-512 packers on a lane-contiguous or depth-contiguous source.
 #[cfg(target_arch = "x86_64")]
-fn simd_panel<T: super::pack_avx512::SimdSrc>(
+fn simd_panels<T: super::pack_avx512::SimdSrc>(
     s: &[T],
     op: &Operand<'_>,
     p: PanelSpec,
     unit: super::pack_avx512::Unit,
     dst: &mut [u32],
 ) {
-    use super::pack_avx512::{pack_depth_runs, pack_lane_rows};
-    let PanelSpec {
-        lane0,
-        lanes,
-        d0,
-        dc,
-        width,
-    } = p;
+    use super::pack_avx512::{pack_depth_runs, pack_lane_rows, Block};
+    let PanelSpec { lane0, lanes, d0, dc, width } = p;
     let first = op.offset + lane0 * op.lane_stride + d0 * op.depth_stride;
+    let block = Block { first, lane_stride: op.lane_stride, depth_stride: op.depth_stride, lanes, depth: dc };
     if op.lane_stride == 1 {
-        // Rows of a lane-contiguous block are a stride apart; ask for the one 16 ahead.
-        let rows = (0..dc).map(|d| {
-            prefetch_run(s, first + (d + 16) * op.depth_stride, lanes);
-            &s[first + d * op.depth_stride..][..lanes]
-        });
         // SAFETY: the caller checked that the CPU has AVX-512F and BW.
-        unsafe { pack_lane_rows(rows, dc, lanes, width, unit, dst) };
-    } else {
-        let mut runs: [&[T]; MAX_WIDTH] = [&[]; MAX_WIDTH];
-        assert!(lanes <= MAX_WIDTH, "pack: panel wider than {MAX_WIDTH}");
-        for (l, run) in runs.iter_mut().enumerate().take(lanes) {
-            let start = first + l * op.lane_stride;
-            *run = &s[start..start + dc];
-            prefetch_run(s, start + width * op.lane_stride, dc);
+        unsafe { pack_lane_rows(s, block, width, unit, dst) };
+        return;
+    }
+    let len = dst.len() / lanes.div_ceil(width);
+    for (i, panel) in dst.chunks_exact_mut(len).enumerate() {
+        let first = first + i * width * op.lane_stride;
+        let lanes = width.min(lanes - i * width);
+        // The same lanes of the next panel: their runs are far apart, which the hardware
+        // prefetcher does not follow, so ask for them now.
+        for l in 0..lanes {
+            prefetch_run(s, first + (width + l) * op.lane_stride, dc);
         }
         // SAFETY: the caller checked that the CPU has AVX-512F and BW.
-        unsafe { pack_depth_runs(&runs[..lanes], dc, width, unit, dst) };
+        unsafe { pack_depth_runs(s, Block { first, lanes, ..block }, width, unit, panel) };
     }
 }
 
@@ -251,7 +249,7 @@ fn prefetch_run<T>(s: &[T], start: usize, len: usize) {
         for i in (start..(start + len).min(s.len())).step_by(line) {
             // SAFETY: SSE (all x86_64 CPUs) is the only feature needed; a prefetch is a hint
             // that never faults, and i is inside s anyway.
-            unsafe { _mm_prefetch::<_MM_HINT_T0>(s[i..].as_ptr() as *const i8) };
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(s.as_ptr().wrapping_add(i) as *const i8) };
         }
     }
 }

@@ -11,7 +11,9 @@
 //! nearest even, NaN kept quiet, subnormals kept), not with VCVTNEPS2BF16, which flushes
 //! subnormals.
 //!
-//! All loads are masked to the valid elements of a slice, so nothing outside the source is read.
+//! Each packer checks once that the whole block lies inside the source slice, then reads it
+//! through pointers with loads masked to the block, so nothing outside the block is read (the
+//! per-element slice checks would cost more than the packing itself).
 
 use std::arch::x86_64::*;
 
@@ -47,26 +49,20 @@ fn round_bf16_hi(x: __m512i) -> __m512i {
 }
 
 /// A stored element type read by vectors of 16.
+///
+/// # Safety (all methods)
+/// The CPU has AVX-512F and BW; the elements the method reads (`p[0..n]`, `p[0..e]`) are
+/// readable.
 pub(crate) trait SimdSrc: Copy {
-    /// Elements `i..i + n` (`n <= 16`, `i + n <= run.len()`) as 16 f32 bit patterns, zero past
-    /// `n`; rounded to bf16 (low bits cleared) when `round`.
-    ///
-    /// # Safety
-    /// The CPU has AVX-512F and BW.
-    unsafe fn f32x16(run: &[Self], i: usize, n: usize, round: bool) -> __m512i;
+    /// `p[0..n]` (`n <= 16`) as 16 f32 bit patterns, zero past `n`; rounded to bf16 (low bits
+    /// cleared) when `round`.
+    unsafe fn f32x16(p: *const Self, n: usize, round: bool) -> __m512i;
 
-    /// Elements `i..i + n` (`n <= 16`, `i + n <= run.len()`) as bf16 bits in the low half of
-    /// 16 lanes, zero past `n`.
-    ///
-    /// # Safety
-    /// The CPU has AVX-512F and BW.
-    unsafe fn bf16x16(run: &[Self], i: usize, n: usize) -> __m512i;
+    /// `p[0..n]` (`n <= 16`) as bf16 bits in the low half of 16 lanes, zero past `n`.
+    unsafe fn bf16x16(p: *const Self, n: usize) -> __m512i;
 
-    /// Elements `2u..2u + e` (`e <= 32`, `2u + e <= run.len()`) as 16 bf16 pairs, zero past `e`.
-    ///
-    /// # Safety
-    /// The CPU has AVX-512F and BW.
-    unsafe fn pairsx16(run: &[Self], u: usize, e: usize) -> __m512i;
+    /// `p[0..e]` (`e <= 32`) as 16 bf16 pairs, zero past `e`.
+    unsafe fn pairsx16(p: *const Self, e: usize) -> __m512i;
 }
 
 /// The high halves of the 32 lanes of `lo` then `hi`, in order: bf16 in the high halves of
@@ -81,36 +77,34 @@ fn high_halves(lo: __m512i, hi: __m512i) -> __m512i {
     _mm512_permutex2var_epi16(lo, odd, hi)
 }
 
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw")]
+fn keep_high(x: __m512i) -> __m512i {
+    _mm512_and_si512(x, _mm512_set1_epi32(0xFFFF_0000u32 as i32))
+}
+
 impl SimdSrc for f32 {
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw")]
-    unsafe fn f32x16(run: &[f32], i: usize, n: usize, round: bool) -> __m512i {
-        // SAFETY: only the n lanes at i.. (inside run) are read.
-        let x =
-            _mm512_castps_si512(unsafe { _mm512_maskz_loadu_ps(mask16(n), run.as_ptr().add(i)) });
-        if round {
-            _mm512_and_si512(round_bf16_hi(x), _mm512_set1_epi32(0xFFFF_0000u32 as i32))
-        } else {
-            x
-        }
+    unsafe fn f32x16(p: *const f32, n: usize, round: bool) -> __m512i {
+        // SAFETY: only the n readable lanes are loaded (masked load, no fault past them).
+        let x = _mm512_castps_si512(unsafe { _mm512_maskz_loadu_ps(mask16(n), p) });
+        if round { keep_high(round_bf16_hi(x)) } else { x }
     }
 
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw")]
-    unsafe fn bf16x16(run: &[f32], i: usize, n: usize) -> __m512i {
+    unsafe fn bf16x16(p: *const f32, n: usize) -> __m512i {
         // SAFETY: forwarded contract.
-        _mm512_srli_epi32::<16>(round_bf16_hi(unsafe { Self::f32x16(run, i, n, false) }))
+        _mm512_srli_epi32::<16>(round_bf16_hi(unsafe { Self::f32x16(p, n, false) }))
     }
 
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw")]
-    unsafe fn pairsx16(run: &[f32], u: usize, e: usize) -> __m512i {
-        // SAFETY: forwarded contract: elements 2u..2u+e are inside run.
+    unsafe fn pairsx16(p: *const f32, e: usize) -> __m512i {
+        // SAFETY: forwarded contract: p[0..e] readable, the second load starts at most at e.
         let (lo, hi) = unsafe {
-            (
-                Self::f32x16(run, 2 * u, e.min(16), false),
-                Self::f32x16(run, 2 * u + 16.min(e), e.saturating_sub(16), false),
-            )
+            (Self::f32x16(p, e.min(16), false), Self::f32x16(p.add(e.min(16)), e.saturating_sub(16), false))
         };
         high_halves(round_bf16_hi(lo), round_bf16_hi(hi))
     }
@@ -119,68 +113,57 @@ impl SimdSrc for f32 {
 impl SimdSrc for bf16 {
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw")]
-    unsafe fn f32x16(run: &[bf16], i: usize, n: usize, _round: bool) -> __m512i {
+    unsafe fn f32x16(p: *const bf16, n: usize, _round: bool) -> __m512i {
         // Already bf16: widening is exact, rounding is the identity.
         // SAFETY: forwarded contract.
-        _mm512_slli_epi32::<16>(unsafe { Self::bf16x16(run, i, n) })
+        _mm512_slli_epi32::<16>(unsafe { Self::bf16x16(p, n) })
     }
 
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw")]
-    unsafe fn bf16x16(run: &[bf16], i: usize, n: usize) -> __m512i {
-        // SAFETY: only the n (<= 16) 16-bit lanes at i.. (inside run) are read.
-        let x = unsafe {
-            _mm512_maskz_loadu_epi16(mask32(n.min(16)), run.as_ptr().add(i) as *const i16)
-        };
+    unsafe fn bf16x16(p: *const bf16, n: usize) -> __m512i {
+        // SAFETY: only the n (<= 16) readable 16-bit lanes are loaded.
+        let x = unsafe { _mm512_maskz_loadu_epi16(mask32(n.min(16)), p as *const i16) };
         _mm512_cvtepu16_epi32(_mm512_castsi512_si256(x))
     }
 
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw")]
-    unsafe fn pairsx16(run: &[bf16], u: usize, e: usize) -> __m512i {
-        // SAFETY: only the e 16-bit lanes at 2u.. (inside run) are read.
-        unsafe { _mm512_maskz_loadu_epi16(mask32(e), run.as_ptr().add(2 * u) as *const i16) }
+    unsafe fn pairsx16(p: *const bf16, e: usize) -> __m512i {
+        // SAFETY: only the e readable 16-bit lanes are loaded.
+        unsafe { _mm512_maskz_loadu_epi16(mask32(e), p as *const i16) }
     }
 }
 
 impl SimdSrc for f16 {
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw")]
-    unsafe fn f32x16(run: &[f16], i: usize, n: usize, round: bool) -> __m512i {
-        // SAFETY: only the n (<= 16) 16-bit lanes at i.. (inside run) are read.
-        let h = unsafe {
-            _mm512_maskz_loadu_epi16(mask32(n.min(16)), run.as_ptr().add(i) as *const i16)
-        };
+    unsafe fn f32x16(p: *const f16, n: usize, round: bool) -> __m512i {
+        // SAFETY: only the n (<= 16) readable 16-bit lanes are loaded.
+        let h = unsafe { _mm512_maskz_loadu_epi16(mask32(n.min(16)), p as *const i16) };
         let x = _mm512_castps_si512(_mm512_cvtph_ps(_mm512_castsi512_si256(h)));
-        if round {
-            _mm512_and_si512(round_bf16_hi(x), _mm512_set1_epi32(0xFFFF_0000u32 as i32))
-        } else {
-            x
-        }
+        if round { keep_high(round_bf16_hi(x)) } else { x }
     }
 
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw")]
-    unsafe fn bf16x16(run: &[f16], i: usize, n: usize) -> __m512i {
+    unsafe fn bf16x16(p: *const f16, n: usize) -> __m512i {
         // SAFETY: forwarded contract.
-        _mm512_srli_epi32::<16>(round_bf16_hi(unsafe { Self::f32x16(run, i, n, false) }))
+        _mm512_srli_epi32::<16>(round_bf16_hi(unsafe { Self::f32x16(p, n, false) }))
     }
 
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw")]
-    unsafe fn pairsx16(run: &[f16], u: usize, e: usize) -> __m512i {
-        // SAFETY: forwarded contract: elements 2u..2u+e are inside run.
+    unsafe fn pairsx16(p: *const f16, e: usize) -> __m512i {
+        // SAFETY: forwarded contract: p[0..e] readable, the second load starts at most at e.
         let (lo, hi) = unsafe {
-            (
-                Self::f32x16(run, 2 * u, e.min(16), false),
-                Self::f32x16(run, 2 * u + 16.min(e), e.saturating_sub(16), false),
-            )
+            (Self::f32x16(p, e.min(16), false), Self::f32x16(p.add(e.min(16)), e.saturating_sub(16), false))
         };
         high_halves(round_bf16_hi(lo), round_bf16_hi(hi))
     }
 }
 
-/// Transposes a 16 x 16 block of 32-bit units in place: `r[i]` lane `j` becomes `r[j]` lane `i`.
+/// Transposes a 16 x 16 block of 32-bit units: `r[i]` lane `j` becomes lane `i` of `r[j]`.
 #[inline]
 #[target_feature(enable = "avx512f")]
 fn transpose16(r: &mut [__m512i; 16]) {
@@ -218,108 +201,114 @@ pub(crate) enum Unit {
     Pair,
 }
 
-/// Depth-contiguous source: `runs[l]` is lane l's run of `depth` elements (`runs.len()` =
-/// lanes <= width). Writes `units x width` units to `dst` (units = depth, or depth / 2 rounded
-/// up for pairs), zero past the last lane and the last k.
-///
-/// # Safety
-/// The CPU has AVX-512F and BW.
+impl Unit {
+    fn units(self, depth: usize) -> usize {
+        if self == Unit::Pair { depth.div_ceil(2) } else { depth }
+    }
+}
+
+/// A block of a source slice: `lanes x depth` elements, element (l, d) at
+/// `s[first + l * lane_stride + d * depth_stride]`.
+#[derive(Clone, Copy)]
+pub(crate) struct Block {
+    pub first: usize,
+    pub lane_stride: usize,
+    pub depth_stride: usize,
+    pub lanes: usize,
+    pub depth: usize,
+}
+
+impl Block {
+    /// Whether every element of the block is inside a slice of `len` elements.
+    fn fits(&self, len: usize) -> bool {
+        self.lanes == 0
+            || self.depth == 0
+            || (self.lanes - 1)
+                .checked_mul(self.lane_stride)
+                .zip((self.depth - 1).checked_mul(self.depth_stride))
+                .and_then(|(l, d)| l.checked_add(d)?.checked_add(self.first))
+                .is_some_and(|last| last < len)
+    }
+}
+
+/// Packs a depth-contiguous block (`depth_stride` = 1, `lanes <= width`) into a panel of
+/// `width` lanes: units x width 32-bit units (units = depth, or depth / 2 rounded up for
+/// pairs), zero past the last lane and the last k.
 #[target_feature(enable = "avx512f,avx512bw")]
-pub(crate) unsafe fn pack_depth_runs<T: SimdSrc>(
-    runs: &[&[T]],
-    depth: usize,
-    width: usize,
-    unit: Unit,
-    dst: &mut [u32],
-) {
-    let units = if unit == Unit::Pair {
-        depth.div_ceil(2)
-    } else {
-        depth
-    };
-    assert!(
-        runs.len() <= width && runs.iter().all(|r| r.len() == depth) && dst.len() >= units * width
-    );
+pub(crate) fn pack_depth_runs<T: SimdSrc>(s: &[T], b: Block, width: usize, unit: Unit, dst: &mut [u32]) {
+    let units = unit.units(b.depth);
+    assert!(b.depth_stride == 1 && b.lanes <= width && b.fits(s.len()) && dst.len() >= units * width);
+    let (src, out) = (s.as_ptr(), dst.as_mut_ptr());
     for g0 in (0..width).step_by(16) {
+        let present = b.lanes.saturating_sub(g0).min(16);
         let store_mask = mask16(width - g0);
         for u0 in (0..units).step_by(16) {
             let count = 16.min(units - u0);
             let mut r = [_mm512_setzero_si512(); 16];
-            for (x, run) in r.iter_mut().zip(runs.iter().skip(g0)) {
-                // SAFETY: units u0..u0+count map to elements inside the run (checked above).
-                *x = unsafe {
-                    match unit {
-                        Unit::F32 { round } => T::f32x16(run, u0, count, round),
-                        Unit::Pair => T::pairsx16(run, u0, (2 * count).min(depth - 2 * u0)),
-                    }
-                };
+            for (l, x) in r.iter_mut().enumerate() {
+                if l < present {
+                    // SAFETY: lane g0 + l < lanes; its elements from unit u0 on, `count` units
+                    // (2 * count elements for pairs, cut at depth) are inside the block, which
+                    // fits in s (checked above).
+                    *x = unsafe {
+                        let run = src.add(b.first + (g0 + l) * b.lane_stride);
+                        match unit {
+                            Unit::F32 { round } => T::f32x16(run.add(u0), count, round),
+                            Unit::Pair => T::pairsx16(run.add(2 * u0), (2 * count).min(b.depth - 2 * u0)),
+                        }
+                    };
+                }
             }
             transpose16(&mut r);
-            for (k, x) in r.iter().take(count).enumerate() {
-                // SAFETY: row u0 + k < units, lanes g0.. masked to width: inside dst (checked).
-                unsafe {
-                    _mm512_mask_storeu_epi32(
-                        dst.as_mut_ptr().add((u0 + k) * width + g0) as *mut i32,
-                        store_mask,
-                        *x,
-                    )
-                };
+            for (k, x) in r.iter().enumerate() {
+                if k < count {
+                    // SAFETY: row u0 + k < units and lanes g0.. masked to width: inside dst.
+                    unsafe {
+                        _mm512_mask_storeu_epi32(out.add((u0 + k) * width + g0) as *mut i32, store_mask, *x)
+                    };
+                }
             }
         }
     }
 }
 
-/// Lane-contiguous source: `rows[d]` holds the `lanes` (<= width) values of depth step d, for
-/// `depth` steps. Writes the panel as [`pack_depth_runs`] does.
-///
-/// # Safety
-/// The CPU has AVX-512F and BW.
+/// Packs a lane-contiguous block (`lane_stride` = 1) into `lanes.div_ceil(width)` panels of
+/// `width` lanes, one after the other in `dst`, laid out as [`pack_depth_runs`] does. The
+/// block is read depth step by depth step across all its panels, so reads are sequential.
 #[target_feature(enable = "avx512f,avx512bw")]
-pub(crate) unsafe fn pack_lane_rows<'a, T: SimdSrc + 'a>(
-    rows: impl Iterator<Item = &'a [T]>,
-    depth: usize,
-    lanes: usize,
-    width: usize,
-    unit: Unit,
-    dst: &mut [u32],
-) {
-    let units = if unit == Unit::Pair {
-        depth.div_ceil(2)
-    } else {
-        depth
-    };
-    assert!(lanes <= width && dst.len() >= units * width);
-    let mut rows = rows.take(depth);
+pub(crate) fn pack_lane_rows<T: SimdSrc>(s: &[T], b: Block, width: usize, unit: Unit, dst: &mut [u32]) {
+    let (units, panels) = (unit.units(b.depth), b.lanes.div_ceil(width));
+    let len = units * width;
+    assert!(b.lane_stride == 1 && b.fits(s.len()) && dst.len() >= panels * len);
+    let (src, out) = (s.as_ptr(), dst.as_mut_ptr());
+    let row = |d: usize| src.wrapping_add(b.first + d * b.depth_stride);
     for u in 0..units {
-        let (even, odd) = match unit {
-            Unit::F32 { .. } => (rows.next(), None),
-            Unit::Pair => (rows.next(), rows.next()),
-        };
-        let even = even.expect("pack: fewer rows than depth");
-        assert!(even.len() >= lanes && odd.is_none_or(|o| o.len() >= lanes));
-        for g0 in (0..width).step_by(16) {
-            let n = lanes.saturating_sub(g0).min(16);
-            // SAFETY: lanes g0..g0+n of each row are inside it (checked above).
-            let x = unsafe {
-                match unit {
-                    Unit::F32 { round } => T::f32x16(even, g0.min(even.len()), n, round),
-                    Unit::Pair => {
-                        let e = T::bf16x16(even, g0.min(even.len()), n);
-                        let o = odd.map_or(_mm512_setzero_si512(), |o| {
-                            T::bf16x16(o, g0.min(o.len()), n)
-                        });
-                        _mm512_or_si512(e, _mm512_slli_epi32::<16>(o))
+        let d = if unit == Unit::Pair { 2 * u } else { u };
+        let has_odd = unit == Unit::Pair && d + 1 < b.depth;
+        for p in 0..panels {
+            for g0 in (0..width).step_by(16) {
+                let lane = p * width + g0;
+                let n = (width - g0).min(16).min(b.lanes.saturating_sub(lane));
+                let at = lane.min(b.lanes);
+                // SAFETY: depth steps d (and d + 1 when has_odd) < depth, lanes at..at + n <=
+                // lanes: inside the block, which fits in s (checked above). With n = 0 nothing
+                // is read.
+                let x = unsafe {
+                    match unit {
+                        Unit::F32 { round } => T::f32x16(row(d).add(at), n, round),
+                        Unit::Pair => {
+                            let e = T::bf16x16(row(d).add(at), n);
+                            let o = if has_odd { T::bf16x16(row(d + 1).add(at), n) } else { _mm512_setzero_si512() };
+                            _mm512_or_si512(e, _mm512_slli_epi32::<16>(o))
+                        }
                     }
-                }
-            };
-            // SAFETY: row u < units, lanes g0.. masked to width: inside dst (checked above).
-            unsafe {
-                _mm512_mask_storeu_epi32(
-                    dst.as_mut_ptr().add(u * width + g0) as *mut i32,
-                    mask16(width - g0),
-                    x,
-                )
-            };
+                };
+                // SAFETY: panel p < panels, row u < units, lanes g0.. masked to width: inside
+                // dst (checked above).
+                unsafe {
+                    _mm512_mask_storeu_epi32(out.add(p * len + u * width + g0) as *mut i32, mask16(width - g0), x)
+                };
+            }
         }
     }
 }

@@ -1,6 +1,6 @@
 //! Unit tests: every kernel path this CPU supports (forced through `gemm_with`, so the AVX2 and
-//! portable paths run on AVX-512 machines too) against an f64 product, and the panel layouts
-//! of the packer against their definition.
+//! portable paths run on AVX-512 machines too) against an f64 product. The packers are tested
+//! in `tests_pack.rs`.
 //!
 //! Tolerance: a sum of k products computed with at most k + 4 roundings (k in the kernel, one
 //! per KC block, alpha and the final add) is within (k + 4) * 2^-24 * sum |alpha * a * b| of the
@@ -8,7 +8,6 @@
 
 use half::{bf16, f16};
 
-use super::pack::{self, Operand, PanelSpec};
 use super::{gemm_with, KernelPath, MatMut, MatRef, Precision};
 use crate::engine::rng::Rng;
 use crate::engine::tensor::View;
@@ -21,21 +20,21 @@ const PATHS: [KernelPath; 4] = [
 ];
 
 /// Owned storage of one dtype, for building views.
-enum Store {
+pub(super) enum Store {
     F32(Vec<f32>),
     Bf16(Vec<bf16>),
     F16(Vec<f16>),
 }
 
 impl Store {
-    fn new(values: &[f32], dtype: usize) -> Self {
+    pub(super) fn new(values: &[f32], dtype: usize) -> Self {
         match dtype {
             0 => Store::F32(values.to_vec()),
             1 => Store::Bf16(values.iter().map(|&v| bf16::from_f32(v)).collect()),
             _ => Store::F16(values.iter().map(|&v| f16::from_f32(v)).collect()),
         }
     }
-    fn view(&self) -> View<'_> {
+    pub(super) fn view(&self) -> View<'_> {
         match self {
             Store::F32(v) => View::F32(v),
             Store::Bf16(v) => View::BF16(v),
@@ -44,7 +43,7 @@ impl Store {
     }
 }
 
-fn random(rng: &mut Rng, len: usize) -> Vec<f32> {
+pub(super) fn random(rng: &mut Rng, len: usize) -> Vec<f32> {
     (0..len)
         .map(|_| (rng.next_u64() >> 40) as f32 / (1u64 << 23) as f32 - 1.0)
         .collect()
@@ -351,107 +350,5 @@ fn serial_and_parallel_are_bit_identical_on_every_path() {
                 .all(|(x, y)| x.to_bits() == y.to_bits()),
             "{path:?}"
         );
-    }
-}
-
-/// The three source layouts (lanes contiguous, depth contiguous, general) and each dtype pack
-/// to the documented panel layouts.
-#[test]
-fn panels_follow_the_documented_layout() {
-    let mut rng = Rng::new(4);
-    let mut values = random(&mut rng, 4000);
-    // Rounding ties (to even both ways), subnormals, infinities, NaNs with payloads, overflow.
-    let special = [
-        0x3F80_8000u32,
-        0x3F81_8000,
-        0x3F80_8001,
-        0x0000_0001,
-        0x8000_7FFF,
-        0x0000_8000,
-        0x7F80_0000,
-        0xFF80_0000,
-        0x7FC0_0001,
-        0xFF81_2345,
-        0x7F7F_FFFF,
-        0x8000_0000,
-    ];
-    for (i, bits) in special.iter().cycle().take(values.len() / 5).enumerate() {
-        values[5 * i + 2] = f32::from_bits(*bits);
-    }
-    for dtype in 0..3 {
-        let store = Store::new(&values, dtype);
-        // (lane_stride, depth_stride) for the three cases.
-        for (ls, ds) in [(1, 40), (45, 1), (3, 97)] {
-            let m = MatRef {
-                data: store.view(),
-                offset: 7,
-                rows: 30,
-                cols: 37,
-                row_stride: ls,
-                col_stride: ds,
-            };
-            let op = Operand::rows_of(&m);
-            for (lane0, lanes, d0, dc, width, simd) in [
-                (0, 14, 0, 37, 14, false),
-                (28, 2, 3, 33, 14, false),
-                (0, 30, 0, 36, 32, false),
-                (5, 9, 1, 5, 16, false),
-                (0, 14, 0, 37, 14, true),
-                (28, 2, 3, 33, 14, true),
-                (0, 30, 0, 36, 32, true),
-                (5, 9, 1, 5, 16, true),
-                (3, 17, 2, 35, 32, true),
-            ]
-            .into_iter()
-            .filter(|t| !t.5 || KernelPath::Avx512.supported())
-            {
-                let p = PanelSpec {
-                    lane0,
-                    lanes,
-                    d0,
-                    dc,
-                    width,
-                };
-                for round in [false, true] {
-                    let mut out = vec![f32::NAN; pack::f32_panel_len(dc, width)];
-                    pack::pack_f32_panel(&op, p, round, simd, &mut out);
-                    for d in 0..dc {
-                        for l in 0..width {
-                            let want = if l < lanes {
-                                m.at(lane0 + l, d0 + d)
-                            } else {
-                                0.0
-                            };
-                            let want = if round {
-                                bf16::from_f32(want).to_f32()
-                            } else {
-                                want
-                            };
-                            assert_eq!(
-                                out[d * width + l].to_bits(),
-                                want.to_bits(),
-                                "f32 panel dtype {dtype} strides ({ls},{ds}) {p:?}"
-                            );
-                        }
-                    }
-                }
-                let mut out = vec![0xFFFFu16; pack::pair_panel_len(dc, width)];
-                pack::pack_pair_panel(&op, p, simd, &mut out);
-                for d in 0..dc.div_ceil(2) * 2 {
-                    for l in 0..width {
-                        let want = if l < lanes && d < dc {
-                            bf16::from_f32(m.at(lane0 + l, d0 + d)).to_bits()
-                        } else {
-                            0
-                        };
-                        assert_eq!(
-                            out[(d / 2 * width + l) * 2 + d % 2],
-                            want,
-                            "pair panel dtype {dtype} strides ({ls},{ds}) {p:?} l={l} d={d}"
-                        );
-                    }
-                }
-            }
-        }
     }
 }
