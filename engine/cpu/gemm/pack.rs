@@ -227,13 +227,9 @@ fn simd_panels<T: super::pack_avx512::SimdSrc>(
     for (i, panel) in dst.chunks_exact_mut(len).enumerate() {
         let first = first + i * width * op.lane_stride;
         let lanes = width.min(lanes - i * width);
-        // The same lanes of the next panel: their runs are far apart, which the hardware
-        // prefetcher does not follow, so ask for them now.
-        for l in 0..lanes {
-            prefetch_run(s, first + (width + l) * op.lane_stride, dc);
-        }
+        let ahead = width * op.lane_stride;
         // SAFETY: the caller checked that the CPU has AVX-512F and BW.
-        unsafe { pack_depth_runs(s, Block { first, lanes, ..block }, width, unit, panel) };
+        unsafe { pack_depth_runs(s, Block { first, lanes, ..block }, width, unit, ahead, panel) };
     }
 }
 

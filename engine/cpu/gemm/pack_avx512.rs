@@ -234,8 +234,19 @@ impl Block {
 /// Packs a depth-contiguous block (`depth_stride` = 1, `lanes <= width`) into a panel of
 /// `width` lanes: units x width 32-bit units (units = depth, or depth / 2 rounded up for
 /// pairs), zero past the last lane and the last k.
+///
+/// `ahead`: the element offset of the next panel's runs (the lanes are runs far apart, which
+/// the hardware prefetcher does not follow); each chunk asks for the same chunk there, so the
+/// requests are spread over the packing instead of exceeding the miss buffers in a burst.
 #[target_feature(enable = "avx512f,avx512bw")]
-pub(crate) fn pack_depth_runs<T: SimdSrc>(s: &[T], b: Block, width: usize, unit: Unit, dst: &mut [u32]) {
+pub(crate) fn pack_depth_runs<T: SimdSrc>(
+    s: &[T],
+    b: Block,
+    width: usize,
+    unit: Unit,
+    ahead: usize,
+    dst: &mut [u32],
+) {
     let units = unit.units(b.depth);
     assert!(b.depth_stride == 1 && b.lanes <= width && b.fits(s.len()) && dst.len() >= units * width);
     let (src, out) = (s.as_ptr(), dst.as_mut_ptr());
@@ -245,8 +256,12 @@ pub(crate) fn pack_depth_runs<T: SimdSrc>(s: &[T], b: Block, width: usize, unit:
         for u0 in (0..units).step_by(16) {
             let count = 16.min(units - u0);
             let mut r = [_mm512_setzero_si512(); 16];
+            let per = if unit == Unit::Pair { 2 } else { 1 };
             for (l, x) in r.iter_mut().enumerate() {
                 if l < present {
+                    let next = src.wrapping_add(b.first + (g0 + l) * b.lane_stride + ahead + per * u0);
+                    // A prefetch is a hint and never faults, whatever the address.
+                    _mm_prefetch::<_MM_HINT_T0>(next as *const i8);
                     // SAFETY: lane g0 + l < lanes; its elements from unit u0 on, `count` units
                     // (2 * count elements for pairs, cut at depth) are inside the block, which
                     // fits in s (checked above).
