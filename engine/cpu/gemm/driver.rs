@@ -64,6 +64,11 @@ pub(crate) trait MicroKernel: Sync {
 /// tens of microseconds, about what one core needs for this much work.
 const PARALLEL_MIN_FMAS: usize = 1 << 22;
 
+/// Compute tasks per thread and k block: enough that rayon evens out unequal chunks and a
+/// thread slowed by other work, few enough that each task still reuses its B chunk in L2 over
+/// many A panels.
+const TASKS_PER_THREAD: usize = 4;
+
 /// The output pointer, shared by tasks that write disjoint tiles.
 #[derive(Clone, Copy)]
 struct OutPtr(*mut f32);
@@ -163,7 +168,7 @@ pub(crate) fn run<K: MicroKernel>(
                     let col_parts = nb.div_ceil(K::NC);
                     let cols = chunk_len(nb, col_parts, K::NR);
                     let row_parts = if threads > 1 {
-                        (4 * threads).div_ceil(col_parts)
+                        (TASKS_PER_THREAD * threads).div_ceil(col_parts)
                     } else {
                         1
                     };
