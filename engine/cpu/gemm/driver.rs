@@ -38,7 +38,7 @@ pub(crate) trait MicroKernel: Sync {
     type Packed: bytemuck::Pod + Send + Sync;
     const MR: usize;
     const NR: usize;
-    /// Depth of a k block (even for pair panels, so pairs never straddle two blocks).
+    /// The largest depth of a k block (`k` is split into blocks of equal, even depth).
     const KC: usize;
     /// Widest column chunk of one task: `KC x NC` of B fits in half of L2.
     const NC: usize;
@@ -118,7 +118,10 @@ pub(crate) fn run<K: MicroKernel>(
     // than 2044 + a sliver of 4 that would repack all of B for 4 rows).
     let mco = chunk_len(m, m.div_ceil(K::MCO), K::MR);
     let nco = chunk_len(n, n.div_ceil(K::NCO), K::NR);
-    let kc_max = K::KC.min(depth);
+    // k blocks of equal depth (even, so bf16 pairs never straddle two blocks): k = 2048 is
+    // 6 x 342 rather than 5 x 384 + a 128 sliver whose tiles spend more on C than on k. They
+    // depend on k only, never on the threads, so every element of C is summed the same way.
+    let kc_max = chunk_len(depth, depth.div_ceil(K::KC), 2);
     let a_len = mco / K::MR * K::panel_len(kc_max, K::MR);
     let b_len = nco / K::NR * K::panel_len(kc_max, K::NR);
 
@@ -127,8 +130,8 @@ pub(crate) fn run<K: MicroKernel>(
             let nb = nco.min(n - n0);
             for m0 in (0..m).step_by(mco) {
                 let mb = mco.min(m - m0);
-                for (kblock, d0) in (0..depth).step_by(K::KC).enumerate() {
-                    let dc = K::KC.min(depth - d0);
+                for (kblock, d0) in (0..depth).step_by(kc_max).enumerate() {
+                    let dc = kc_max.min(depth - d0);
                     let (alen, blen) = (K::panel_len(dc, K::MR), K::panel_len(dc, K::NR));
                     // Panels are packed in groups (one task each when parallel): a group of
                     // lane-contiguous panels is read row by row, sequentially.
@@ -141,21 +144,43 @@ pub(crate) fn run<K: MicroKernel>(
                     let pack_a = |(i, dst): (usize, &mut [K::Packed])| {
                         let lane0 = i * a_group * K::MR;
                         let lanes = (a_group * K::MR).min(mb - lane0);
-                        let spec = PanelSpec { lane0: m0 + lane0, lanes, d0, dc, width: K::MR };
+                        let spec = PanelSpec {
+                            lane0: m0 + lane0,
+                            lanes,
+                            d0,
+                            dc,
+                            width: K::MR,
+                        };
                         kern.pack(&a_op, spec, dst);
                     };
                     let pack_b = |(j, dst): (usize, &mut [K::Packed])| {
                         let lane0 = j * b_group * K::NR;
                         let lanes = (b_group * K::NR).min(nb - lane0);
-                        let spec = PanelSpec { lane0: n0 + lane0, lanes, d0, dc, width: K::NR };
+                        let spec = PanelSpec {
+                            lane0: n0 + lane0,
+                            lanes,
+                            d0,
+                            dc,
+                            width: K::NR,
+                        };
                         kern.pack(&b_op, spec, dst);
                     };
                     let a_panels = &mut abuf[..a_count * alen];
                     let b_panels = &mut bbuf[..b_count * blen];
                     if threads > 1 {
                         rayon::join(
-                            || a_panels.par_chunks_mut(a_group * alen).enumerate().for_each(pack_a),
-                            || b_panels.par_chunks_mut(b_group * blen).enumerate().for_each(pack_b),
+                            || {
+                                a_panels
+                                    .par_chunks_mut(a_group * alen)
+                                    .enumerate()
+                                    .for_each(pack_a)
+                            },
+                            || {
+                                b_panels
+                                    .par_chunks_mut(b_group * blen)
+                                    .enumerate()
+                                    .for_each(pack_b)
+                            },
                         );
                     } else {
                         pack_a((0, a_panels));
@@ -163,9 +188,13 @@ pub(crate) fn run<K: MicroKernel>(
                     }
                     let (a_panels, b_panels) = (&*a_panels, &*b_panels);
 
-                    // The task grid: column chunks of at most NC, then enough row chunks for
-                    // a few tasks per thread.
-                    let col_parts = nb.div_ceil(K::NC);
+                    // The task grid: column chunks of at most NC (as many as a multiple of the
+                    // threads, so they are equal and shared evenly), then enough row chunks
+                    // for a few tasks per thread.
+                    let col_parts = nb
+                        .div_ceil(K::NC)
+                        .next_multiple_of(threads)
+                        .min(nb.div_ceil(K::NR));
                     let cols = chunk_len(nb, col_parts, K::NR);
                     let row_parts = if threads > 1 {
                         (TASKS_PER_THREAD * threads).div_ceil(col_parts)
