@@ -1,1 +1,245 @@
-fn main() {}
+//! Matrix-product throughput (criterion): FLOP/s of `gemm` on the shapes of
+//! /work/shared/bench/pytorch/bench_matmul.py (numpy/OpenBLAS and torch baselines), reported as
+//! elements/s with 2*M*N*K elements per product, i.e. FLOP/s.
+//!
+//! Variants (ids `matmul/<variant>/<M>x<K>x<N>/<threads>t`):
+//! - `f32`: A, B f32 row-major, Precision::F32 (numpy/torch fp32 do the same);
+//! - `bf16w`: A f32 (activations), B bf16 (weights), Precision::Bf16;
+//! - `bf16`: A and B stored bf16, Precision::Bf16 (torch bf16 does the same);
+//! - `f32_wt`, `bf16w_wt`: B = W^T with W stored `[N, K]` (how linear layers call it).
+//!
+//! Threads: each product runs inside a rayon pool of 1 or 2 threads (`POLYADAPT_BENCH_THREADS`,
+//! default "2,1"). Filter with criterion's argument, e.g. `cargo bench --bench matmul -- f32/`.
+//!
+//! `peak/<fma_f32|dpbf16>/<threads>t`: the compute ceiling, a loop of independent 512-bit FMAs
+//! (32 FLOP each) or VDPBF16PS (64 FLOP) on every thread of the pool, with no memory traffic.
+//! `attention/...`: the small per-head products of attention, serial, strided in place.
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use half::bf16;
+use polyadapt::engine::cpu::gemm::{gemm, MatMut, MatRef, Precision};
+use polyadapt::engine::tensor::View;
+
+const SHAPES: [(usize, usize, usize); 5] = [
+    (4096, 384, 1536),
+    (2048, 2048, 2048),
+    (2048, 384, 384),
+    (2048, 1536, 384),
+    (384, 2048, 1536),
+];
+
+fn values(len: usize, seed: u32) -> Vec<f32> {
+    // A cheap deterministic pseudo-random fill in [-1, 1).
+    let mut x = seed.wrapping_mul(2_654_435_761).max(1);
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            (x >> 8) as f32 / (1u32 << 23) as f32 - 1.0
+        })
+        .collect()
+}
+
+fn thread_counts() -> Vec<usize> {
+    std::env::var("POLYADAPT_BENCH_THREADS")
+        .unwrap_or_else(|_| "2,1".into())
+        .split(',')
+        .map(|t| {
+            t.trim()
+                .parse()
+                .expect("POLYADAPT_BENCH_THREADS: comma-separated counts")
+        })
+        .collect()
+}
+
+/// `iters` rounds of 12 independent FMAs (or VDPBF16PS) on 512-bit registers: enough chains
+/// to cover the latency, so the loop runs at the FMA pipes' throughput.
+#[cfg(target_arch = "x86_64")]
+mod ceiling {
+    use std::arch::x86_64::*;
+
+    #[target_feature(enable = "avx512f")]
+    pub fn fma_f32(iters: u64) -> f32 {
+        let mut acc = [_mm512_set1_ps(0.0); 12];
+        let (x, y) = (_mm512_set1_ps(1.000_000_1), _mm512_set1_ps(0.999_999_9));
+        for _ in 0..iters {
+            for a in acc.iter_mut() {
+                *a = _mm512_fmadd_ps(*a, x, y);
+            }
+        }
+        _mm512_reduce_add_ps(
+            acc.iter()
+                .fold(_mm512_setzero_ps(), |s, a| _mm512_add_ps(s, *a)),
+        )
+    }
+
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    pub fn dpbf16(iters: u64) -> f32 {
+        let mut acc = [_mm512_set1_ps(0.0); 12];
+        // SAFETY: same-size vector types; any bits are a valid __m512bh.
+        let one = unsafe { std::mem::transmute::<__m512i, __m512bh>(_mm512_set1_epi16(0x3f80)) };
+        for _ in 0..iters {
+            for a in acc.iter_mut() {
+                *a = _mm512_dpbf16_ps(*a, one, one);
+            }
+        }
+        _mm512_reduce_add_ps(
+            acc.iter()
+                .fold(_mm512_setzero_ps(), |s, a| _mm512_add_ps(s, *a)),
+        )
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+fn bench_ceiling(c: &mut Criterion) {
+    let mut group = c.benchmark_group("peak");
+    group
+        .sample_size(10)
+        .warm_up_time(std::time::Duration::from_secs(1));
+    group.measurement_time(std::time::Duration::from_secs(2));
+    const ITERS: u64 = 1 << 20;
+    for t in thread_counts() {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(t)
+            .build()
+            .expect("rayon pool");
+        if is_x86_feature_detected!("avx512f") {
+            group.throughput(Throughput::Elements(t as u64 * ITERS * 12 * 32));
+            group.bench_function(BenchmarkId::new("fma_f32", format!("{t}t")), |b| {
+                // SAFETY: AVX-512F was detected above.
+                b.iter(|| {
+                    pool.broadcast(|_| std::hint::black_box(unsafe { ceiling::fma_f32(ITERS) }))
+                })
+            });
+        }
+        if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bf16") {
+            group.throughput(Throughput::Elements(t as u64 * ITERS * 12 * 64));
+            group.bench_function(BenchmarkId::new("dpbf16", format!("{t}t")), |b| {
+                // SAFETY: AVX-512F and BF16 were detected above.
+                b.iter(|| {
+                    pool.broadcast(|_| std::hint::black_box(unsafe { ceiling::dpbf16(ITERS) }))
+                })
+            });
+        }
+    }
+    group.finish();
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn bench_ceiling(_: &mut Criterion) {}
+
+/// Attention per (batch, head), as the attention kernels call it: serial (they run inside a
+/// parallel loop), Q, K, V read in place from a `[tokens, 384]` activation.
+fn bench_attention(c: &mut Criterion) {
+    let mut group = c.benchmark_group("attention");
+    group
+        .sample_size(20)
+        .warm_up_time(std::time::Duration::from_millis(500));
+    group.measurement_time(std::time::Duration::from_secs(2));
+    let (tokens, width, dim, block) = (300, 384, 32, 64);
+    let hidden = values(tokens * width, 3);
+    let probs = values(block * tokens, 4);
+    let mut out = vec![0.0f32; block * tokens];
+    let q = MatRef::strided(View::F32(&hidden), 0, block, dim, width);
+    let k_t = MatRef::strided(View::F32(&hidden), dim, tokens, dim, width).t();
+    let p = MatRef::from_f32(&probs, block, tokens);
+    let v = MatRef::strided(View::F32(&hidden), 2 * dim, tokens, dim, width);
+    for precision in [Precision::F32, Precision::Bf16] {
+        let tag = if precision == Precision::F32 {
+            "f32"
+        } else {
+            "bf16"
+        };
+        group.throughput(Throughput::Elements(2 * (block * tokens * dim) as u64));
+        group.bench_function(
+            BenchmarkId::new(format!("scores_{tag}"), "64x32x300"),
+            |b| {
+                b.iter(|| {
+                    gemm(
+                        1.0,
+                        q,
+                        k_t,
+                        false,
+                        MatMut::new(&mut out, block, tokens),
+                        precision,
+                        false,
+                    )
+                })
+            },
+        );
+        group.bench_function(BenchmarkId::new(format!("pv_{tag}"), "64x300x32"), |b| {
+            b.iter(|| {
+                gemm(
+                    1.0,
+                    p,
+                    v,
+                    false,
+                    MatMut::new(&mut out[..block * dim], block, dim),
+                    precision,
+                    false,
+                )
+            })
+        });
+    }
+    group.finish();
+}
+
+fn bench(c: &mut Criterion) {
+    let threads = thread_counts();
+    let mut group = c.benchmark_group("matmul");
+    group
+        .sample_size(10)
+        .warm_up_time(std::time::Duration::from_secs(1));
+    group.measurement_time(std::time::Duration::from_secs(3));
+    for &(m, k, n) in &SHAPES {
+        let a32 = values(m * k, 1);
+        let b32 = values(k * n, 2);
+        let a16: Vec<bf16> = a32.iter().map(|&v| bf16::from_f32(v)).collect();
+        let b16: Vec<bf16> = b32.iter().map(|&v| bf16::from_f32(v)).collect();
+        let mut out = vec![0.0f32; m * n];
+        group.throughput(Throughput::Elements(2 * (m * n * k) as u64));
+        let a_f32 = MatRef::from_f32(&a32, m, k);
+        let a_bf16 = MatRef::new(View::BF16(&a16), m, k);
+        let b_f32 = MatRef::from_f32(&b32, k, n);
+        let b_bf16 = MatRef::new(View::BF16(&b16), k, n);
+        // The same values read as W [n, k] transposed.
+        let wt_f32 = MatRef::from_f32(&b32, n, k).t();
+        let wt_bf16 = MatRef::new(View::BF16(&b16), n, k).t();
+        let variants = [
+            ("f32", a_f32, b_f32, Precision::F32),
+            ("bf16w", a_f32, b_bf16, Precision::Bf16),
+            ("bf16", a_bf16, b_bf16, Precision::Bf16),
+            ("f32_wt", a_f32, wt_f32, Precision::F32),
+            ("bf16w_wt", a_f32, wt_bf16, Precision::Bf16),
+        ];
+        for &t in &threads {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(t)
+                .build()
+                .expect("rayon pool");
+            for &(name, a, b, precision) in &variants {
+                let id = BenchmarkId::new(name, format!("{m}x{k}x{n}/{t}t"));
+                group.bench_function(id, |bencher| {
+                    pool.install(|| {
+                        bencher.iter(|| {
+                            gemm(
+                                1.0,
+                                a,
+                                b,
+                                false,
+                                MatMut::new(&mut out, m, n),
+                                precision,
+                                true,
+                            )
+                        })
+                    })
+                });
+            }
+        }
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench_ceiling, bench, bench_attention);
+criterion_main!(benches);

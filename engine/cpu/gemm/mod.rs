@@ -9,8 +9,32 @@
 //!
 //! Determinism: every element of C is summed over k in the same order whatever the number of
 //! threads, so results are bit-identical across thread counts.
+//!
+//! Implementation (BLIS style): `pack.rs` copies blocks of A and B into MR-row and NR-column
+//! panels, converting the stored type; `driver.rs` blocks for the caches and splits tiles
+//! among rayon threads; `kernel_avx512.rs` (f32, 14 x 32), `kernel_bf16.rs` (VDPBF16PS,
+//! 14 x 32) and `kernel_avx2.rs` (f32, 6 x 16) compute one tile; `kernels.rs` picks the path
+//! the CPU supports at run time; `reference.rs` is the portable fallback and the test oracle.
 
+mod buffer;
+mod driver;
+#[cfg(target_arch = "x86_64")]
+mod kernel_avx2;
+#[cfg(target_arch = "x86_64")]
+mod kernel_avx512;
+#[cfg(target_arch = "x86_64")]
+mod kernel_bf16;
+mod kernels;
+mod pack;
+#[cfg(target_arch = "x86_64")]
+mod pack_avx512;
 mod reference;
+#[cfg(test)]
+mod tests;
+#[cfg(test)]
+mod tests_pack;
+
+pub(crate) use kernels::KernelPath;
 
 use crate::engine::tensor::View;
 
@@ -28,7 +52,14 @@ pub struct MatRef<'a> {
 impl<'a> MatRef<'a> {
     /// A dense row-major `rows x cols` matrix.
     pub fn new(data: View<'a>, rows: usize, cols: usize) -> Self {
-        MatRef { data, offset: 0, rows, cols, row_stride: cols, col_stride: 1 }
+        MatRef {
+            data,
+            offset: 0,
+            rows,
+            cols,
+            row_stride: cols,
+            col_stride: 1,
+        }
     }
 
     pub fn from_f32(data: &'a [f32], rows: usize, cols: usize) -> Self {
@@ -36,8 +67,21 @@ impl<'a> MatRef<'a> {
     }
 
     /// A dense row-major matrix whose rows are `row_stride` apart, starting at `offset`.
-    pub fn strided(data: View<'a>, offset: usize, rows: usize, cols: usize, row_stride: usize) -> Self {
-        MatRef { data, offset, rows, cols, row_stride, col_stride: 1 }
+    pub fn strided(
+        data: View<'a>,
+        offset: usize,
+        rows: usize,
+        cols: usize,
+        row_stride: usize,
+    ) -> Self {
+        MatRef {
+            data,
+            offset,
+            rows,
+            cols,
+            row_stride,
+            col_stride: 1,
+        }
     }
 
     /// The transpose (no copy).
@@ -53,7 +97,8 @@ impl<'a> MatRef<'a> {
 
     #[inline(always)]
     pub fn at(&self, i: usize, j: usize) -> f32 {
-        self.data.get(self.offset + i * self.row_stride + j * self.col_stride)
+        self.data
+            .get(self.offset + i * self.row_stride + j * self.col_stride)
     }
 }
 
@@ -74,14 +119,21 @@ pub struct MatMut<'a> {
 
 impl<'a> MatMut<'a> {
     pub fn new(data: &'a mut [f32], rows: usize, cols: usize) -> Self {
-        MatMut { data, rows, cols, row_stride: cols }
+        MatMut {
+            data,
+            rows,
+            cols,
+            row_stride: cols,
+        }
     }
 }
 
 /// `C = alpha * A * B`, or `C += alpha * A * B` when `accumulate`. `parallel` lets the product
-/// use the rayon pool; callers already inside a parallel loop pass `false`.
+/// use the rayon pool (products too small to gain run serially anyway); callers already inside
+/// a parallel loop pass `false`. With `k = 0`, C is zeroed (or left as is when accumulating).
 ///
-/// Panics if the shapes do not fit (callers check user-facing shapes first).
+/// Panics if the shapes do not fit or a view reaches past its data (callers check user-facing
+/// shapes first).
 pub fn gemm(
     alpha: f32,
     a: MatRef<'_>,
@@ -91,9 +143,114 @@ pub fn gemm(
     precision: Precision,
     parallel: bool,
 ) {
+    gemm_with(
+        KernelPath::best(precision),
+        alpha,
+        a,
+        b,
+        accumulate,
+        c,
+        precision,
+        parallel,
+    );
+}
+
+/// The largest index a view reads, if it reads any.
+fn last_index(m: &MatRef<'_>) -> Option<usize> {
+    if m.rows == 0 || m.cols == 0 {
+        return None;
+    }
+    let last = (m.rows - 1)
+        .checked_mul(m.row_stride)
+        .and_then(|r| {
+            (m.cols - 1)
+                .checked_mul(m.col_stride)
+                .and_then(|c| r.checked_add(c))
+        })
+        .and_then(|rc| rc.checked_add(m.offset));
+    Some(last.unwrap_or(usize::MAX))
+}
+
+fn check_shapes(a: &MatRef<'_>, b: &MatRef<'_>, c: &MatMut<'_>) {
     assert_eq!(a.cols, b.rows, "gemm: inner dimensions differ");
     assert_eq!(c.rows, a.rows, "gemm: output rows");
     assert_eq!(c.cols, b.cols, "gemm: output columns");
-    assert!(c.rows == 0 || c.data.len() >= (c.rows - 1) * c.row_stride + c.cols, "gemm: output too short");
-    reference::gemm(alpha, a, b, accumulate, c, precision, parallel);
+    if c.rows > 0 && c.cols > 0 {
+        assert!(
+            c.rows == 1 || c.row_stride >= c.cols,
+            "gemm: output rows overlap"
+        );
+        assert!(
+            c.data.len() >= (c.rows - 1) * c.row_stride + c.cols,
+            "gemm: output too short"
+        );
+    }
+    for (name, m) in [("A", a), ("B", b)] {
+        if let Some(last) = last_index(m) {
+            assert!(
+                last < m.data.len(),
+                "gemm: view of {name} reaches past its data"
+            );
+        }
+    }
+}
+
+/// [`gemm`] on a chosen kernel path (tests force each path the CPU supports).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn gemm_with(
+    path: KernelPath,
+    alpha: f32,
+    a: MatRef<'_>,
+    b: MatRef<'_>,
+    accumulate: bool,
+    c: MatMut<'_>,
+    precision: Precision,
+    parallel: bool,
+) {
+    check_shapes(&a, &b, &c);
+    assert!(path.supported(), "gemm: this CPU cannot run {path:?}");
+    assert!(
+        path != KernelPath::Avx512Bf16 || precision == Precision::Bf16,
+        "gemm: {path:?} is bf16 only"
+    );
+    if c.rows == 0 || c.cols == 0 {
+        return;
+    }
+    if a.cols == 0 {
+        if !accumulate {
+            for row in c.data.chunks_mut(c.row_stride.max(1)).take(c.rows) {
+                row[..c.cols].fill(0.0);
+            }
+        }
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    let round = precision == Precision::Bf16;
+    match path {
+        #[cfg(target_arch = "x86_64")]
+        KernelPath::Avx512Bf16 => {
+            driver::run(&kernels::Avx512Bf16, alpha, &a, &b, accumulate, c, parallel)
+        }
+        #[cfg(target_arch = "x86_64")]
+        KernelPath::Avx512 => driver::run(
+            &kernels::Avx512F32 { round },
+            alpha,
+            &a,
+            &b,
+            accumulate,
+            c,
+            parallel,
+        ),
+        #[cfg(target_arch = "x86_64")]
+        KernelPath::Avx2 => driver::run(
+            &kernels::Avx2F32 { round },
+            alpha,
+            &a,
+            &b,
+            accumulate,
+            c,
+            parallel,
+        ),
+        _ => reference::gemm(alpha, a, b, accumulate, c, precision, parallel),
+    }
 }

@@ -1,0 +1,245 @@
+//! The blocked driver (BLIS style): cache blocking, packing, and the split among threads.
+//!
+//! Loops, outermost first, for `C[m x n] (+)= alpha * A[m x k] * B[k x n]`:
+//! 1. `n` in blocks of `NCO` columns and `m` in blocks of `MCO` rows: bound the packing buffers
+//!    (they are reused per thread, so large products do not page-fault fresh memory each call);
+//! 2. `k` in blocks of `KC`: pack the A block (`MCO x KC`, MR-row panels, shared by all
+//!    threads, L3-resident) and the B block (`KC x NCO`, NR-column panels);
+//! 3. tasks over a grid of (row chunk, column chunk) of the block, column chunks at most `NC`
+//!    wide so a chunk's B panels (`KC x NC`) stay in a core's L2 while its A panels stream;
+//! 4. in a task: for each A panel (kept in L1), for each B panel: the micro-kernel on one tile.
+//!
+//! The first `k` block writes C (`alpha * AB`, or adds it to C when accumulating), later blocks
+//! add to it. Every element of C therefore sees the same sequence of operations, KC block by
+//! KC block and k in order inside the kernel, whatever the number of threads and whether the
+//! product runs in parallel: results are bit-identical across thread counts. Tasks write
+//! disjoint tiles of C; rayon balances them (there are several per thread).
+
+use rayon::prelude::*;
+
+use super::pack::{Operand, PanelSpec};
+use super::{MatMut, MatRef};
+
+/// The part of C one kernel call writes: `rows x cols` at `ptr`, rows `ldc` apart, set to
+/// `alpha * AB`, plus the old value when `beta_one`.
+#[derive(Clone, Copy)]
+pub(crate) struct CTile {
+    pub ptr: *mut f32,
+    pub ldc: usize,
+    pub rows: usize,
+    pub cols: usize,
+    pub alpha: f32,
+    pub beta_one: bool,
+}
+
+/// A micro-kernel with its packed element type, tile shape and cache blocking.
+pub(crate) trait MicroKernel: Sync {
+    /// The element of a packed panel (f32, or u16 bf16 bits in k pairs).
+    type Packed: bytemuck::Pod + Send + Sync;
+    const MR: usize;
+    const NR: usize;
+    /// The largest depth of a k block (`k` is split into blocks of equal, even depth).
+    const KC: usize;
+    /// Widest column chunk of one task: `KC x NC` of B fits in half of L2.
+    const NC: usize;
+    /// Rows and columns packed at a time (buffer bounds; blocks are evened out, so up to a
+    /// panel more).
+    const MCO: usize;
+    const NCO: usize;
+
+    fn panel_len(dc: usize, width: usize) -> usize;
+    /// Packs the `p.lanes.div_ceil(p.width)` panels of `p` one after the other into `dst`.
+    fn pack(&self, op: &Operand<'_>, p: PanelSpec, dst: &mut [Self::Packed]);
+
+    /// One tile: `C = alpha * Ap * Bp (+ C if beta_one)` over `dc` depth steps.
+    ///
+    /// # Safety
+    /// `a` and `b` are panels of `panel_len(dc, MR)` and `panel_len(dc, NR)` elements; the C
+    /// tile's rows and columns are writable and touched by no other thread; `1 <= rows <= MR`,
+    /// `1 <= cols <= NR`; the CPU has the kernel's features.
+    unsafe fn tile(&self, dc: usize, a: *const Self::Packed, b: *const Self::Packed, c: CTile);
+}
+
+/// Products with fewer multiply-adds than this run on the calling thread: waking the pool costs
+/// tens of microseconds, about what one core needs for this much work.
+const PARALLEL_MIN_FMAS: usize = 1 << 22;
+
+/// Compute tasks per thread and k block: enough that rayon evens out unequal chunks and a
+/// thread slowed by other work, few enough that each task still reuses its B chunk in L2 over
+/// many A panels.
+const TASKS_PER_THREAD: usize = 4;
+
+/// The output pointer, shared by tasks that write disjoint tiles.
+#[derive(Clone, Copy)]
+struct OutPtr(*mut f32);
+// SAFETY: tasks only write disjoint tiles of C through it (see `run`), while `run` holds the
+// exclusive borrow of C.
+unsafe impl Send for OutPtr {}
+unsafe impl Sync for OutPtr {}
+
+impl OutPtr {
+    /// Element `offset` of C. (A method, so closures capture the whole Send + Sync wrapper.)
+    ///
+    /// # Safety
+    /// `offset` is inside C.
+    unsafe fn at(self, offset: usize) -> *mut f32 {
+        // SAFETY: forwarded caller contract.
+        unsafe { self.0.add(offset) }
+    }
+}
+
+/// Splits `len` into `parts` chunks that are multiples of `unit` (the last one shorter);
+/// returns the chunk length.
+fn chunk_len(len: usize, parts: usize, unit: usize) -> usize {
+    len.div_ceil(parts.max(1)).div_ceil(unit) * unit
+}
+
+/// `C = alpha * A * B (+ C)` with kernel `kern`. `m`, `n` and `k` are all non-zero.
+pub(crate) fn run<K: MicroKernel>(
+    kern: &K,
+    alpha: f32,
+    a: &MatRef<'_>,
+    b: &MatRef<'_>,
+    accumulate: bool,
+    c: MatMut<'_>,
+    parallel: bool,
+) {
+    let (m, n, depth) = (a.rows, b.cols, a.cols);
+    let threads = if parallel && m.saturating_mul(n).saturating_mul(depth) >= PARALLEL_MIN_FMAS {
+        rayon::current_num_threads()
+    } else {
+        1
+    };
+    let (a_op, b_op) = (Operand::rows_of(a), Operand::cols_of(b));
+    let ldc = c.row_stride;
+    let out = OutPtr(c.data.as_mut_ptr());
+
+    // Outer blocks of equal size in whole panels (m = 2048 is one block of 2058 rows rather
+    // than 2044 + a sliver of 4 that would repack all of B for 4 rows).
+    let mco = chunk_len(m, m.div_ceil(K::MCO), K::MR);
+    let nco = chunk_len(n, n.div_ceil(K::NCO), K::NR);
+    // k blocks of equal depth (even, so bf16 pairs never straddle two blocks): k = 2048 is
+    // 6 x 342 rather than 5 x 384 + a 128 sliver whose tiles spend more on C than on k. They
+    // depend on k only, never on the threads, so every element of C is summed the same way.
+    let kc_max = chunk_len(depth, depth.div_ceil(K::KC), 2);
+    let a_len = mco / K::MR * K::panel_len(kc_max, K::MR);
+    let b_len = nco / K::NR * K::panel_len(kc_max, K::NR);
+
+    super::buffer::with_buffers::<K::Packed, _>(a_len, b_len, |abuf, bbuf| {
+        for n0 in (0..n).step_by(nco) {
+            let nb = nco.min(n - n0);
+            for m0 in (0..m).step_by(mco) {
+                let mb = mco.min(m - m0);
+                for (kblock, d0) in (0..depth).step_by(kc_max).enumerate() {
+                    let dc = kc_max.min(depth - d0);
+                    let (alen, blen) = (K::panel_len(dc, K::MR), K::panel_len(dc, K::NR));
+                    // Panels are packed in groups (one task each when parallel): a group of
+                    // lane-contiguous panels is read row by row, sequentially.
+                    let (a_count, b_count) = (mb.div_ceil(K::MR), nb.div_ceil(K::NR));
+                    let (a_group, b_group) = if threads > 1 {
+                        (a_count.div_ceil(4 * threads), b_count.div_ceil(4 * threads))
+                    } else {
+                        (a_count, b_count)
+                    };
+                    let pack_a = |(i, dst): (usize, &mut [K::Packed])| {
+                        let lane0 = i * a_group * K::MR;
+                        let lanes = (a_group * K::MR).min(mb - lane0);
+                        let spec = PanelSpec {
+                            lane0: m0 + lane0,
+                            lanes,
+                            d0,
+                            dc,
+                            width: K::MR,
+                        };
+                        kern.pack(&a_op, spec, dst);
+                    };
+                    let pack_b = |(j, dst): (usize, &mut [K::Packed])| {
+                        let lane0 = j * b_group * K::NR;
+                        let lanes = (b_group * K::NR).min(nb - lane0);
+                        let spec = PanelSpec {
+                            lane0: n0 + lane0,
+                            lanes,
+                            d0,
+                            dc,
+                            width: K::NR,
+                        };
+                        kern.pack(&b_op, spec, dst);
+                    };
+                    let a_panels = &mut abuf[..a_count * alen];
+                    let b_panels = &mut bbuf[..b_count * blen];
+                    if threads > 1 {
+                        rayon::join(
+                            || {
+                                a_panels
+                                    .par_chunks_mut(a_group * alen)
+                                    .enumerate()
+                                    .for_each(pack_a)
+                            },
+                            || {
+                                b_panels
+                                    .par_chunks_mut(b_group * blen)
+                                    .enumerate()
+                                    .for_each(pack_b)
+                            },
+                        );
+                    } else {
+                        pack_a((0, a_panels));
+                        pack_b((0, b_panels));
+                    }
+                    let (a_panels, b_panels) = (&*a_panels, &*b_panels);
+
+                    // The task grid: column chunks of at most NC (as many as a multiple of the
+                    // threads, so they are equal and shared evenly), then enough row chunks
+                    // for a few tasks per thread.
+                    let col_parts = nb
+                        .div_ceil(K::NC)
+                        .next_multiple_of(threads)
+                        .min(nb.div_ceil(K::NR));
+                    let cols = chunk_len(nb, col_parts, K::NR);
+                    let row_parts = if threads > 1 {
+                        (TASKS_PER_THREAD * threads).div_ceil(col_parts)
+                    } else {
+                        1
+                    };
+                    let rows = chunk_len(mb, row_parts, K::MR);
+                    let (row_tasks, col_tasks) = (mb.div_ceil(rows), nb.div_ceil(cols));
+                    let beta_one = accumulate || kblock > 0;
+                    let task = |t: usize| {
+                        let (r0, c0) = (t / col_tasks * rows, t % col_tasks * cols);
+                        for i0 in (r0..mb.min(r0 + rows)).step_by(K::MR) {
+                            let ap = &a_panels[i0 / K::MR * alen..][..alen];
+                            let mv = K::MR.min(mb - i0);
+                            for j0 in (c0..nb.min(c0 + cols)).step_by(K::NR) {
+                                let bp = &b_panels[j0 / K::NR * blen..][..blen];
+                                let nv = K::NR.min(nb - j0);
+                                let offset = (m0 + i0) * ldc + n0 + j0;
+                                // SAFETY: the panels have the kernel's lengths; the tile is
+                                // rows m0+i0.., columns n0+j0.. of C, mv x nv, inside C (gemm
+                                // checked C's length and row_stride >= cols), and tiles of
+                                // different tasks and iterations are disjoint; `run` holds C's
+                                // exclusive borrow until all tasks end.
+                                unsafe {
+                                    let c = CTile {
+                                        ptr: out.at(offset),
+                                        ldc,
+                                        rows: mv,
+                                        cols: nv,
+                                        alpha,
+                                        beta_one,
+                                    };
+                                    kern.tile(dc, ap.as_ptr(), bp.as_ptr(), c)
+                                };
+                            }
+                        }
+                    };
+                    let tasks = row_tasks * col_tasks;
+                    if threads > 1 {
+                        (0..tasks).into_par_iter().with_max_len(1).for_each(task);
+                    } else {
+                        (0..tasks).for_each(task);
+                    }
+                }
+            }
+        }
+    });
+}

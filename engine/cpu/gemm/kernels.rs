@@ -1,0 +1,154 @@
+//! The kernel paths, their cache blocking, and the choice among them at run time.
+//!
+//! - `Avx512Bf16`: bf16 pair panels and VDPBF16PS (Precision::Bf16 on CPUs with AVX-512 BF16);
+//! - `Avx512`: f32 panels and the 14 x 32 AVX-512 kernel;
+//! - `Avx2`: f32 panels and the 6 x 16 AVX2 + FMA kernel;
+//! - `Portable`: the reference loops (`reference.rs`), for CPUs with none of these.
+//!
+//! The f32 paths also serve Precision::Bf16 where VDPBF16PS is missing: the packer rounds both
+//! operands to bf16, and the products of bf16 values are exact in f32.
+//!
+//! Blocking for Zen 4 (32 KiB L1d, 1 MiB L2 per core, 32 MiB shared L3): an A panel
+//! (MR x KC, 21 KiB for f32 at KC = 384) stays in L1 while the B panels of a task's column
+//! chunk (KC x NC, 480 KiB) stay in L2; the packed A block (MCO x KC, 3 MiB) lives in L3.
+
+#[cfg(target_arch = "x86_64")]
+use super::driver::{CTile, MicroKernel};
+#[cfg(target_arch = "x86_64")]
+use super::pack::{self, Operand, PanelSpec};
+use super::Precision;
+
+/// A way to compute the product; `best` picks the fastest this CPU supports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum KernelPath {
+    Avx512Bf16,
+    Avx512,
+    Avx2,
+    Portable,
+}
+
+impl KernelPath {
+    /// The fastest path for `precision` on this CPU.
+    pub(crate) fn best(precision: Precision) -> Self {
+        if precision == Precision::Bf16 && Self::Avx512Bf16.supported() {
+            Self::Avx512Bf16
+        } else if Self::Avx512.supported() {
+            Self::Avx512
+        } else if Self::Avx2.supported() {
+            Self::Avx2
+        } else {
+            Self::Portable
+        }
+    }
+
+    /// Whether this CPU can run the path.
+    pub(crate) fn supported(self) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        {
+            match self {
+                // The AVX-512 packers use BW (16-bit lanes); every AVX-512 CPU since Skylake-X
+                // has it.
+                Self::Avx512Bf16 => {
+                    Self::Avx512.supported() && is_x86_feature_detected!("avx512bf16")
+                }
+                Self::Avx512 => {
+                    is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bw")
+                }
+                Self::Avx2 => is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"),
+                Self::Portable => true,
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            self == Self::Portable
+        }
+    }
+}
+
+/// The AVX-512 f32 kernel; `round` rounds operands to bf16 while packing (Precision::Bf16).
+#[cfg(target_arch = "x86_64")]
+pub(crate) struct Avx512F32 {
+    pub round: bool,
+}
+
+#[cfg(target_arch = "x86_64")]
+impl MicroKernel for Avx512F32 {
+    type Packed = f32;
+    const MR: usize = super::kernel_avx512::MR;
+    const NR: usize = super::kernel_avx512::NR;
+    const KC: usize = 384;
+    const NC: usize = 320;
+    const MCO: usize = 2048;
+    const NCO: usize = 2048;
+
+    fn panel_len(dc: usize, width: usize) -> usize {
+        pack::f32_panel_len(dc, width)
+    }
+
+    fn pack(&self, op: &Operand<'_>, p: PanelSpec, dst: &mut [f32]) {
+        pack::pack_f32_panels(op, p, self.round, true, dst);
+    }
+
+    unsafe fn tile(&self, dc: usize, a: *const f32, b: *const f32, c: CTile) {
+        // SAFETY: forwarded contract; this kernel is only built when the path is supported.
+        unsafe { super::kernel_avx512::tile(dc, a, b, c) }
+    }
+}
+
+/// The AVX-512 BF16 kernel on bf16 pair panels.
+#[cfg(target_arch = "x86_64")]
+pub(crate) struct Avx512Bf16;
+
+#[cfg(target_arch = "x86_64")]
+impl MicroKernel for Avx512Bf16 {
+    type Packed = u16;
+    const MR: usize = super::kernel_bf16::MR;
+    const NR: usize = super::kernel_bf16::NR;
+    const KC: usize = 768;
+    const NC: usize = 320;
+    const MCO: usize = 2048;
+    const NCO: usize = 2048;
+
+    fn panel_len(dc: usize, width: usize) -> usize {
+        pack::pair_panel_len(dc, width)
+    }
+
+    fn pack(&self, op: &Operand<'_>, p: PanelSpec, dst: &mut [u16]) {
+        pack::pack_pair_panels(op, p, true, dst);
+    }
+
+    unsafe fn tile(&self, dc: usize, a: *const u16, b: *const u16, c: CTile) {
+        // SAFETY: forwarded contract (dc.div_ceil(2) pair steps are what the panels hold).
+        unsafe { super::kernel_bf16::tile(dc.div_ceil(2), a, b, c) }
+    }
+}
+
+/// The AVX2 + FMA f32 kernel; `round` as for [`Avx512F32`].
+#[cfg(target_arch = "x86_64")]
+pub(crate) struct Avx2F32 {
+    pub round: bool,
+}
+
+#[cfg(target_arch = "x86_64")]
+impl MicroKernel for Avx2F32 {
+    type Packed = f32;
+    const MR: usize = super::kernel_avx2::MR;
+    const NR: usize = super::kernel_avx2::NR;
+    const KC: usize = 256;
+    const NC: usize = 512;
+    const MCO: usize = 2048;
+    const NCO: usize = 2048;
+
+    fn panel_len(dc: usize, width: usize) -> usize {
+        pack::f32_panel_len(dc, width)
+    }
+
+    fn pack(&self, op: &Operand<'_>, p: PanelSpec, dst: &mut [f32]) {
+        pack::pack_f32_panels(op, p, self.round, false, dst);
+    }
+
+    unsafe fn tile(&self, dc: usize, a: *const f32, b: *const f32, c: CTile) {
+        // SAFETY: forwarded contract; this kernel is only built when the path is supported.
+        unsafe { super::kernel_avx2::tile(dc, a, b, c) }
+    }
+}
