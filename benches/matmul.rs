@@ -11,11 +11,15 @@
 //! Threads: each product runs inside a rayon pool of 1 or 2 threads (`POLYADAPT_BENCH_THREADS`,
 //! default "2,1"). Filter with criterion's argument, e.g. `cargo bench --bench matmul -- f32/`.
 //!
+//! `POLYADAPT_BENCH_JSON=1`: instead of criterion, the protocol of bench_matmul.py (3 untimed
+//! calls, then 20 timed; median and best GFLOP/s), one JSON line per measurement, to compare
+//! with its output measured the same way.
+//!
 //! `peak/<fma_f32|dpbf16>/<threads>t`: the compute ceiling, a loop of independent 512-bit FMAs
 //! (32 FLOP each) or VDPBF16PS (64 FLOP) on every thread of the pool, with no memory traffic.
 //! `attention/...`: the small per-head products of attention, serial, strided in place.
 
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use criterion::{criterion_group, BenchmarkId, Criterion, Throughput};
 use half::bf16;
 use polyadapt::engine::cpu::gemm::{gemm, MatMut, MatRef, Precision};
 use polyadapt::engine::tensor::View;
@@ -241,5 +245,81 @@ fn bench(c: &mut Criterion) {
     group.finish();
 }
 
+/// The protocol of bench_matmul.py, for a like-for-like comparison: per shape and variant,
+/// 3 untimed calls, 20 timed, median and best, as JSON lines.
+fn bench_json() {
+    for threads in thread_counts() {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .expect("rayon pool");
+        for &(m, k, n) in &SHAPES {
+            let a32 = values(m * k, 1);
+            let b32 = values(k * n, 2);
+            let a16: Vec<bf16> = a32.iter().map(|&v| bf16::from_f32(v)).collect();
+            let b16: Vec<bf16> = b32.iter().map(|&v| bf16::from_f32(v)).collect();
+            let mut out = vec![0.0f32; m * n];
+            let variants = [
+                (
+                    "f32",
+                    MatRef::from_f32(&a32, m, k),
+                    MatRef::from_f32(&b32, k, n),
+                    Precision::F32,
+                ),
+                (
+                    "bf16w",
+                    MatRef::from_f32(&a32, m, k),
+                    MatRef::new(View::BF16(&b16), k, n),
+                    Precision::Bf16,
+                ),
+                (
+                    "bf16",
+                    MatRef::new(View::BF16(&a16), m, k),
+                    MatRef::new(View::BF16(&b16), k, n),
+                    Precision::Bf16,
+                ),
+            ];
+            for (name, a, b, precision) in variants {
+                let mut times: Vec<f64> = pool.install(|| {
+                    let mut call = || {
+                        gemm(
+                            1.0,
+                            a,
+                            b,
+                            false,
+                            MatMut::new(&mut out, m, n),
+                            precision,
+                            true,
+                        )
+                    };
+                    (0..3).for_each(|_| call());
+                    (0..20)
+                        .map(|_| {
+                            let start = std::time::Instant::now();
+                            call();
+                            start.elapsed().as_secs_f64()
+                        })
+                        .collect()
+                });
+                times.sort_by(f64::total_cmp);
+                let flops = 2.0 * (m * n * k) as f64;
+                println!(
+                    "{{\"lib\": \"polyadapt\", \"variant\": \"{name}\", \"M\": {m}, \"K\": {k}, \"N\": {n}, \"threads\": {threads}, \"gflops_median\": {:.1}, \"gflops_best\": {:.1}}}",
+                    flops / times[times.len() / 2] / 1e9,
+                    flops / times[0] / 1e9
+                );
+            }
+        }
+    }
+}
+
 criterion_group!(benches, bench_ceiling, bench, bench_attention);
-criterion_main!(benches);
+
+fn main() {
+    if std::env::var_os("POLYADAPT_BENCH_JSON").is_some() {
+        bench_json();
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

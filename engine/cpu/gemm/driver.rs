@@ -94,6 +94,19 @@ fn chunk_len(len: usize, parts: usize, unit: usize) -> usize {
     len.div_ceil(parts.max(1)).div_ceil(unit) * unit
 }
 
+/// One step of the product: an outer block (rows `m0..m0 + mb`, columns `n0..n0 + nb`) and a
+/// k block (`d0..d0 + dc`); `beta_one` when C already holds a partial sum (or accumulates).
+#[derive(Clone, Copy)]
+struct Step {
+    m0: usize,
+    mb: usize,
+    n0: usize,
+    nb: usize,
+    d0: usize,
+    dc: usize,
+    beta_one: bool,
+}
+
 /// `C = alpha * A * B (+ C)` with kernel `kern`. `m`, `n` and `k` are all non-zero.
 pub(crate) fn run<K: MicroKernel>(
     kern: &K,
@@ -110,10 +123,6 @@ pub(crate) fn run<K: MicroKernel>(
     } else {
         1
     };
-    let (a_op, b_op) = (Operand::rows_of(a), Operand::cols_of(b));
-    let ldc = c.row_stride;
-    let out = OutPtr(c.data.as_mut_ptr());
-
     // Outer blocks of equal size in whole panels (m = 2048 is one block of 2058 rows rather
     // than 2044 + a sliver of 4 that would repack all of B for 4 rows).
     let mco = chunk_len(m, m.div_ceil(K::MCO), K::MR);
@@ -121,125 +130,193 @@ pub(crate) fn run<K: MicroKernel>(
     // k blocks of equal depth (even, so bf16 pairs never straddle two blocks): k = 2048 is
     // 6 x 342 rather than 5 x 384 + a 128 sliver whose tiles spend more on C than on k. They
     // depend on k only, never on the threads, so every element of C is summed the same way.
-    let kc_max = chunk_len(depth, depth.div_ceil(K::KC), 2);
-    let a_len = mco / K::MR * K::panel_len(kc_max, K::MR);
-    let b_len = nco / K::NR * K::panel_len(kc_max, K::NR);
+    let kc = chunk_len(depth, depth.div_ceil(K::KC), 2);
+    let a_len = mco / K::MR * K::panel_len(kc, K::MR);
+    let b_len = nco / K::NR * K::panel_len(kc, K::NR);
+    let out = Out {
+        ptr: OutPtr(c.data.as_mut_ptr()),
+        ldc: c.row_stride,
+        alpha,
+    };
+    let ops = (Operand::rows_of(a), Operand::cols_of(b));
 
     super::buffer::with_buffers::<K::Packed, _>(a_len, b_len, |abuf, bbuf| {
         for n0 in (0..n).step_by(nco) {
-            let nb = nco.min(n - n0);
             for m0 in (0..m).step_by(mco) {
-                let mb = mco.min(m - m0);
-                for (kblock, d0) in (0..depth).step_by(kc_max).enumerate() {
-                    let dc = kc_max.min(depth - d0);
-                    let (alen, blen) = (K::panel_len(dc, K::MR), K::panel_len(dc, K::NR));
-                    // Panels are packed in groups (one task each when parallel): a group of
-                    // lane-contiguous panels is read row by row, sequentially.
-                    let (a_count, b_count) = (mb.div_ceil(K::MR), nb.div_ceil(K::NR));
-                    let (a_group, b_group) = if threads > 1 {
-                        (a_count.div_ceil(4 * threads), b_count.div_ceil(4 * threads))
-                    } else {
-                        (a_count, b_count)
+                for d0 in (0..depth).step_by(kc) {
+                    let (mb, nb, dc) = (mco.min(m - m0), nco.min(n - n0), kc.min(depth - d0));
+                    let step = Step {
+                        m0,
+                        mb,
+                        n0,
+                        nb,
+                        d0,
+                        dc,
+                        beta_one: accumulate || d0 > 0,
                     };
-                    let pack_a = |(i, dst): (usize, &mut [K::Packed])| {
-                        let lane0 = i * a_group * K::MR;
-                        let lanes = (a_group * K::MR).min(mb - lane0);
-                        let spec = PanelSpec {
-                            lane0: m0 + lane0,
-                            lanes,
-                            d0,
-                            dc,
-                            width: K::MR,
-                        };
-                        kern.pack(&a_op, spec, dst);
-                    };
-                    let pack_b = |(j, dst): (usize, &mut [K::Packed])| {
-                        let lane0 = j * b_group * K::NR;
-                        let lanes = (b_group * K::NR).min(nb - lane0);
-                        let spec = PanelSpec {
-                            lane0: n0 + lane0,
-                            lanes,
-                            d0,
-                            dc,
-                            width: K::NR,
-                        };
-                        kern.pack(&b_op, spec, dst);
-                    };
-                    let a_panels = &mut abuf[..a_count * alen];
-                    let b_panels = &mut bbuf[..b_count * blen];
-                    if threads > 1 {
-                        rayon::join(
-                            || {
-                                a_panels
-                                    .par_chunks_mut(a_group * alen)
-                                    .enumerate()
-                                    .for_each(pack_a)
-                            },
-                            || {
-                                b_panels
-                                    .par_chunks_mut(b_group * blen)
-                                    .enumerate()
-                                    .for_each(pack_b)
-                            },
-                        );
-                    } else {
-                        pack_a((0, a_panels));
-                        pack_b((0, b_panels));
-                    }
-                    let (a_panels, b_panels) = (&*a_panels, &*b_panels);
-
-                    // The task grid: column chunks of at most NC (as many as a multiple of the
-                    // threads, so they are equal and shared evenly), then enough row chunks
-                    // for a few tasks per thread.
-                    let col_parts = nb
-                        .div_ceil(K::NC)
-                        .next_multiple_of(threads)
-                        .min(nb.div_ceil(K::NR));
-                    let cols = chunk_len(nb, col_parts, K::NR);
-                    let row_parts = if threads > 1 {
-                        (TASKS_PER_THREAD * threads).div_ceil(col_parts)
-                    } else {
-                        1
-                    };
-                    let rows = chunk_len(mb, row_parts, K::MR);
-                    let (row_tasks, col_tasks) = (mb.div_ceil(rows), nb.div_ceil(cols));
-                    let beta_one = accumulate || kblock > 0;
-                    let task = |t: usize| {
-                        let (r0, c0) = (t / col_tasks * rows, t % col_tasks * cols);
-                        for i0 in (r0..mb.min(r0 + rows)).step_by(K::MR) {
-                            let ap = &a_panels[i0 / K::MR * alen..][..alen];
-                            let mv = K::MR.min(mb - i0);
-                            for j0 in (c0..nb.min(c0 + cols)).step_by(K::NR) {
-                                let bp = &b_panels[j0 / K::NR * blen..][..blen];
-                                let nv = K::NR.min(nb - j0);
-                                let offset = (m0 + i0) * ldc + n0 + j0;
-                                // SAFETY: the panels have the kernel's lengths; the tile is
-                                // rows m0+i0.., columns n0+j0.. of C, mv x nv, inside C (gemm
-                                // checked C's length and row_stride >= cols), and tiles of
-                                // different tasks and iterations are disjoint; `run` holds C's
-                                // exclusive borrow until all tasks end.
-                                unsafe {
-                                    let c = CTile {
-                                        ptr: out.at(offset),
-                                        ldc,
-                                        rows: mv,
-                                        cols: nv,
-                                        alpha,
-                                        beta_one,
-                                    };
-                                    kern.tile(dc, ap.as_ptr(), bp.as_ptr(), c)
-                                };
-                            }
-                        }
-                    };
-                    let tasks = row_tasks * col_tasks;
-                    if threads > 1 {
-                        (0..tasks).into_par_iter().with_max_len(1).for_each(task);
-                    } else {
-                        (0..tasks).for_each(task);
-                    }
+                    pack_step(kern, &ops, &step, threads, abuf, bbuf);
+                    compute_step(kern, &step, threads, abuf, bbuf, out);
                 }
             }
         }
     });
+}
+
+/// Where the tiles go: C, its row stride, and alpha.
+#[derive(Clone, Copy)]
+struct Out {
+    ptr: OutPtr,
+    ldc: usize,
+    alpha: f32,
+}
+
+/// Packs the A block and the B block of `step` into `abuf` and `bbuf`, in groups of panels (a
+/// few per thread when parallel; a group of lane-contiguous panels is read row by row).
+fn pack_step<K: MicroKernel>(
+    kern: &K,
+    (a_op, b_op): &(Operand<'_>, Operand<'_>),
+    step: &Step,
+    threads: usize,
+    abuf: &mut [K::Packed],
+    bbuf: &mut [K::Packed],
+) {
+    let Step {
+        m0,
+        mb,
+        n0,
+        nb,
+        d0,
+        dc,
+        ..
+    } = *step;
+    let (alen, blen) = (K::panel_len(dc, K::MR), K::panel_len(dc, K::NR));
+    let (a_count, b_count) = (mb.div_ceil(K::MR), nb.div_ceil(K::NR));
+    let group = |count: usize| {
+        if threads > 1 {
+            count.div_ceil(TASKS_PER_THREAD * threads)
+        } else {
+            count
+        }
+    };
+    let (a_group, b_group) = (group(a_count), group(b_count));
+    let pack_a = |(i, dst): (usize, &mut [K::Packed])| {
+        let lane0 = i * a_group * K::MR;
+        let lanes = (a_group * K::MR).min(mb - lane0);
+        kern.pack(
+            a_op,
+            PanelSpec {
+                lane0: m0 + lane0,
+                lanes,
+                d0,
+                dc,
+                width: K::MR,
+            },
+            dst,
+        );
+    };
+    let pack_b = |(j, dst): (usize, &mut [K::Packed])| {
+        let lane0 = j * b_group * K::NR;
+        let lanes = (b_group * K::NR).min(nb - lane0);
+        kern.pack(
+            b_op,
+            PanelSpec {
+                lane0: n0 + lane0,
+                lanes,
+                d0,
+                dc,
+                width: K::NR,
+            },
+            dst,
+        );
+    };
+    let (a_panels, b_panels) = (&mut abuf[..a_count * alen], &mut bbuf[..b_count * blen]);
+    if threads > 1 {
+        rayon::join(
+            || {
+                a_panels
+                    .par_chunks_mut(a_group * alen)
+                    .enumerate()
+                    .for_each(pack_a)
+            },
+            || {
+                b_panels
+                    .par_chunks_mut(b_group * blen)
+                    .enumerate()
+                    .for_each(pack_b)
+            },
+        );
+    } else {
+        pack_a((0, a_panels));
+        pack_b((0, b_panels));
+    }
+}
+
+/// Computes the tiles of `step` from its packed panels, as tasks over a grid of (row chunk,
+/// column chunk): column chunks of at most NC (as many as a multiple of the threads, so they
+/// are equal and shared evenly), then enough row chunks for a few tasks per thread.
+fn compute_step<K: MicroKernel>(
+    kern: &K,
+    step: &Step,
+    threads: usize,
+    a_panels: &[K::Packed],
+    b_panels: &[K::Packed],
+    out: Out,
+) {
+    let Step {
+        m0,
+        mb,
+        n0,
+        nb,
+        dc,
+        beta_one,
+        ..
+    } = *step;
+    let (alen, blen) = (K::panel_len(dc, K::MR), K::panel_len(dc, K::NR));
+    let col_parts = nb
+        .div_ceil(K::NC)
+        .next_multiple_of(threads)
+        .min(nb.div_ceil(K::NR));
+    let cols = chunk_len(nb, col_parts, K::NR);
+    let row_parts = if threads > 1 {
+        (TASKS_PER_THREAD * threads).div_ceil(col_parts)
+    } else {
+        1
+    };
+    let rows = chunk_len(mb, row_parts, K::MR);
+    let (row_tasks, col_tasks) = (mb.div_ceil(rows), nb.div_ceil(cols));
+    let task = |t: usize| {
+        let (r0, c0) = (t / col_tasks * rows, t % col_tasks * cols);
+        for i0 in (r0..mb.min(r0 + rows)).step_by(K::MR) {
+            let ap = &a_panels[i0 / K::MR * alen..][..alen];
+            for j0 in (c0..nb.min(c0 + cols)).step_by(K::NR) {
+                let bp = &b_panels[j0 / K::NR * blen..][..blen];
+                let (rows, cols) = (K::MR.min(mb - i0), K::NR.min(nb - j0));
+                let offset = (m0 + i0) * out.ldc + n0 + j0;
+                // SAFETY: the panels have the kernel's lengths; the tile (rows m0 + i0..,
+                // columns n0 + j0.., at most MR x NR) is inside C (gemm checked C's length and
+                // row_stride >= cols); tiles of different tasks are disjoint, and `run` holds
+                // C's exclusive borrow until all tasks end.
+                unsafe {
+                    let (ldc, alpha) = (out.ldc, out.alpha);
+                    let c = CTile {
+                        ptr: out.ptr.at(offset),
+                        ldc,
+                        rows,
+                        cols,
+                        alpha,
+                        beta_one,
+                    };
+                    kern.tile(dc, ap.as_ptr(), bp.as_ptr(), c)
+                };
+            }
+        }
+    };
+    if threads > 1 {
+        (0..row_tasks * col_tasks)
+            .into_par_iter()
+            .with_max_len(1)
+            .for_each(task);
+    } else {
+        (0..row_tasks * col_tasks).for_each(task);
+    }
 }

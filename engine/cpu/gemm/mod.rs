@@ -10,11 +10,16 @@
 //! Determinism: every element of C is summed over k in the same order whatever the number of
 //! threads, so results are bit-identical across thread counts.
 //!
+//! Small products (under about 4M multiply-adds) run on the calling thread even when
+//! `parallel` is set.
+//!
 //! Implementation (BLIS style): `pack.rs` copies blocks of A and B into MR-row and NR-column
-//! panels, converting the stored type; `driver.rs` blocks for the caches and splits tiles
-//! among rayon threads; `kernel_avx512.rs` (f32, 14 x 32), `kernel_bf16.rs` (VDPBF16PS,
-//! 14 x 32) and `kernel_avx2.rs` (f32, 6 x 16) compute one tile; `kernels.rs` picks the path
-//! the CPU supports at run time; `reference.rs` is the portable fallback and the test oracle.
+//! panels, converting the stored type (`pack_avx512.rs`: its AVX-512 transposes and
+//! conversions); `driver.rs` blocks for the caches and splits tiles among rayon threads, with
+//! its packing buffers kept per thread (`buffer.rs`); `kernel_avx512.rs` (f32, 14 x 32),
+//! `kernel_bf16.rs` (VDPBF16PS, 14 x 32) and `kernel_avx2.rs` (f32, 6 x 16) compute one tile;
+//! `kernels.rs` picks the path the CPU supports at run time; `reference.rs` is the portable
+//! fallback and the test oracle. Measured speed: BENCHMARKS.md, "Matrix product (CPU)".
 
 mod buffer;
 mod driver;

@@ -89,7 +89,11 @@ impl SimdSrc for f32 {
     unsafe fn f32x16(p: *const f32, n: usize, round: bool) -> __m512i {
         // SAFETY: only the n readable lanes are loaded (masked load, no fault past them).
         let x = _mm512_castps_si512(unsafe { _mm512_maskz_loadu_ps(mask16(n), p) });
-        if round { keep_high(round_bf16_hi(x)) } else { x }
+        if round {
+            keep_high(round_bf16_hi(x))
+        } else {
+            x
+        }
     }
 
     #[inline]
@@ -104,7 +108,10 @@ impl SimdSrc for f32 {
     unsafe fn pairsx16(p: *const f32, e: usize) -> __m512i {
         // SAFETY: forwarded contract: p[0..e] readable, the second load starts at most at e.
         let (lo, hi) = unsafe {
-            (Self::f32x16(p, e.min(16), false), Self::f32x16(p.add(e.min(16)), e.saturating_sub(16), false))
+            (
+                Self::f32x16(p, e.min(16), false),
+                Self::f32x16(p.add(e.min(16)), e.saturating_sub(16), false),
+            )
         };
         high_halves(round_bf16_hi(lo), round_bf16_hi(hi))
     }
@@ -142,7 +149,11 @@ impl SimdSrc for f16 {
         // SAFETY: only the n (<= 16) readable 16-bit lanes are loaded.
         let h = unsafe { _mm512_maskz_loadu_epi16(mask32(n.min(16)), p as *const i16) };
         let x = _mm512_castps_si512(_mm512_cvtph_ps(_mm512_castsi512_si256(h)));
-        if round { keep_high(round_bf16_hi(x)) } else { x }
+        if round {
+            keep_high(round_bf16_hi(x))
+        } else {
+            x
+        }
     }
 
     #[inline]
@@ -157,7 +168,10 @@ impl SimdSrc for f16 {
     unsafe fn pairsx16(p: *const f16, e: usize) -> __m512i {
         // SAFETY: forwarded contract: p[0..e] readable, the second load starts at most at e.
         let (lo, hi) = unsafe {
-            (Self::f32x16(p, e.min(16), false), Self::f32x16(p.add(e.min(16)), e.saturating_sub(16), false))
+            (
+                Self::f32x16(p, e.min(16), false),
+                Self::f32x16(p.add(e.min(16)), e.saturating_sub(16), false),
+            )
         };
         high_halves(round_bf16_hi(lo), round_bf16_hi(hi))
     }
@@ -203,7 +217,11 @@ pub(crate) enum Unit {
 
 impl Unit {
     fn units(self, depth: usize) -> usize {
-        if self == Unit::Pair { depth.div_ceil(2) } else { depth }
+        if self == Unit::Pair {
+            depth.div_ceil(2)
+        } else {
+            depth
+        }
     }
 }
 
@@ -231,6 +249,20 @@ impl Block {
     }
 }
 
+/// Repeats `$body` for `$i` = 0..16 as constants: the 16 registers of a transposed block then
+/// stay in registers (a loop over them, if the compiler keeps it, indexes memory instead).
+macro_rules! unroll16 {
+    ($i:ident => $body:block) => {
+        unroll16!(@ $i $body 0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15)
+    };
+    (@ $i:ident $body:block $($n:literal)*) => {
+        $({
+            const $i: usize = $n;
+            $body
+        })*
+    };
+}
+
 /// Packs a depth-contiguous block (`depth_stride` = 1, `lanes <= width`) into a panel of
 /// `width` lanes: units x width 32-bit units (units = depth, or depth / 2 rounded up for
 /// pairs), zero past the last lane and the last k.
@@ -247,42 +279,58 @@ pub(crate) fn pack_depth_runs<T: SimdSrc>(
     ahead: usize,
     dst: &mut [u32],
 ) {
-    let units = unit.units(b.depth);
-    assert!(b.depth_stride == 1 && b.lanes <= width && b.fits(s.len()) && dst.len() >= units * width);
+    // One instance per unit kind, so the kind is no branch in the loop.
+    match unit {
+        Unit::F32 { round: false } => depth_runs::<T, false, false>(s, b, width, ahead, dst),
+        Unit::F32 { round: true } => depth_runs::<T, false, true>(s, b, width, ahead, dst),
+        Unit::Pair => depth_runs::<T, true, false>(s, b, width, ahead, dst),
+    }
+}
+
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw")]
+fn depth_runs<T: SimdSrc, const PAIR: bool, const ROUND: bool>(
+    s: &[T],
+    b: Block,
+    width: usize,
+    ahead: usize,
+    dst: &mut [u32],
+) {
+    let per = if PAIR { 2 } else { 1 };
+    let units = b.depth.div_ceil(per);
+    assert!(
+        b.depth_stride == 1 && b.lanes <= width && b.fits(s.len()) && dst.len() >= units * width
+    );
     let (src, out) = (s.as_ptr(), dst.as_mut_ptr());
     for g0 in (0..width).step_by(16) {
         let present = b.lanes.saturating_sub(g0).min(16);
         let store_mask = mask16(width - g0);
+        let first = b.first + g0 * b.lane_stride;
         for u0 in (0..units).step_by(16) {
             let count = 16.min(units - u0);
+            let elements = (per * count).min(b.depth - per * u0);
             let mut r = [_mm512_setzero_si512(); 16];
-            let per = if unit == Unit::Pair { 2 } else { 1 };
-            for (l, x) in r.iter_mut().enumerate() {
-                if l < present {
-                    let next = src.wrapping_add(b.first + (g0 + l) * b.lane_stride + ahead + per * u0);
+            unroll16!(L => {
+                if L < present {
+                    let run = src.wrapping_add(first + L * b.lane_stride + per * u0);
                     // A prefetch is a hint and never faults, whatever the address.
-                    _mm_prefetch::<_MM_HINT_T0>(next as *const i8);
-                    // SAFETY: lane g0 + l < lanes; its elements from unit u0 on, `count` units
-                    // (2 * count elements for pairs, cut at depth) are inside the block, which
-                    // fits in s (checked above).
-                    *x = unsafe {
-                        let run = src.add(b.first + (g0 + l) * b.lane_stride);
-                        match unit {
-                            Unit::F32 { round } => T::f32x16(run.add(u0), count, round),
-                            Unit::Pair => T::pairsx16(run.add(2 * u0), (2 * count).min(b.depth - 2 * u0)),
-                        }
+                    _mm_prefetch::<_MM_HINT_T0>(run.wrapping_add(ahead) as *const i8);
+                    // SAFETY: lane g0 + L < lanes; its `elements` elements from unit u0 on are
+                    // inside the block, which fits in s (checked above).
+                    r[L] = unsafe {
+                        if PAIR { T::pairsx16(run, elements) } else { T::f32x16(run, elements, ROUND) }
                     };
                 }
-            }
+            });
             transpose16(&mut r);
-            for (k, x) in r.iter().enumerate() {
-                if k < count {
-                    // SAFETY: row u0 + k < units and lanes g0.. masked to width: inside dst.
+            unroll16!(K => {
+                if K < count {
+                    // SAFETY: row u0 + K < units and lanes g0.. masked to width: inside dst.
                     unsafe {
-                        _mm512_mask_storeu_epi32(out.add((u0 + k) * width + g0) as *mut i32, store_mask, *x)
+                        _mm512_mask_storeu_epi32(out.add((u0 + K) * width + g0) as *mut i32, store_mask, r[K])
                     };
                 }
-            }
+            });
         }
     }
 }
@@ -291,7 +339,13 @@ pub(crate) fn pack_depth_runs<T: SimdSrc>(
 /// `width` lanes, one after the other in `dst`, laid out as [`pack_depth_runs`] does. The
 /// block is read depth step by depth step across all its panels, so reads are sequential.
 #[target_feature(enable = "avx512f,avx512bw")]
-pub(crate) fn pack_lane_rows<T: SimdSrc>(s: &[T], b: Block, width: usize, unit: Unit, dst: &mut [u32]) {
+pub(crate) fn pack_lane_rows<T: SimdSrc>(
+    s: &[T],
+    b: Block,
+    width: usize,
+    unit: Unit,
+    dst: &mut [u32],
+) {
     let (units, panels) = (unit.units(b.depth), b.lanes.div_ceil(width));
     let len = units * width;
     assert!(b.lane_stride == 1 && b.fits(s.len()) && dst.len() >= panels * len);
@@ -313,7 +367,11 @@ pub(crate) fn pack_lane_rows<T: SimdSrc>(s: &[T], b: Block, width: usize, unit: 
                         Unit::F32 { round } => T::f32x16(row(d).add(at), n, round),
                         Unit::Pair => {
                             let e = T::bf16x16(row(d).add(at), n);
-                            let o = if has_odd { T::bf16x16(row(d + 1).add(at), n) } else { _mm512_setzero_si512() };
+                            let o = if has_odd {
+                                T::bf16x16(row(d + 1).add(at), n)
+                            } else {
+                                _mm512_setzero_si512()
+                            };
                             _mm512_or_si512(e, _mm512_slli_epi32::<16>(o))
                         }
                     }
@@ -321,7 +379,11 @@ pub(crate) fn pack_lane_rows<T: SimdSrc>(s: &[T], b: Block, width: usize, unit: 
                 // SAFETY: panel p < panels, row u < units, lanes g0.. masked to width: inside
                 // dst (checked above).
                 unsafe {
-                    _mm512_mask_storeu_epi32(out.add(p * len + u * width + g0) as *mut i32, mask16(width - g0), x)
+                    _mm512_mask_storeu_epi32(
+                        out.add(p * len + u * width + g0) as *mut i32,
+                        mask16(width - g0),
+                        x,
+                    )
                 };
             }
         }
