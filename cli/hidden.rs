@@ -23,7 +23,8 @@ pub struct Args {
     /// Layers to output: a comma-separated list (0 = embeddings output, N = last layer) or `all`.
     #[arg(long, default_value = "all")]
     pub layers: String,
-    /// Write `input_ids`, `attention_mask` and `hidden.<layer>` to this safetensors file.
+    /// Write `input_ids`, `attention_mask` and `hidden.<layer>` to this safetensors file
+    /// (hidden states are zero at padding positions: only real tokens are computed).
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Storage of the frozen weights: f32 (mapped in place), bf16 or f16.
@@ -51,6 +52,11 @@ pub fn run(args: Args) -> Result<()> {
     let mut tape = Tape::new();
     let opts = ForwardOptions { layers: layers.clone(), ..Default::default() };
     let out = model.forward(&mut tape, &store, &batch, &NoHooks, &opts)?;
+    // The model computes real tokens only; place them in the padded batch (zeros at padding).
+    let mut padded = Vec::with_capacity(out.hidden.len());
+    for (l, h) in &out.hidden {
+        padded.push((*l, out.padded(&mut tape, h)?.into_value()));
+    }
 
     if let Some(path) = &args.out {
         let ids: Vec<i64> = batch.ids.iter().map(|&v| v as i64).collect();
@@ -59,14 +65,14 @@ pub fn run(args: Args) -> Result<()> {
             ("input_ids".to_string(), TensorData::i64(ids, &[batch.batch, batch.len])),
             ("attention_mask".to_string(), TensorData::i64(mask, &[batch.batch, batch.len])),
         ];
-        for (l, h) in &out.hidden {
-            tensors.push((format!("hidden.{l}"), TensorData::from_tensor(h.value())));
+        for (l, h) in &padded {
+            tensors.push((format!("hidden.{l}"), TensorData::from_tensor(h)));
         }
         let meta = [("model".to_string(), dir.display().to_string())].into_iter().collect();
         write_safetensors(path, &tensors, &meta)?;
     }
     if !args.quiet {
-        print_summary(&texts, &batch, &tokenizer, &out.hidden, model.config.hidden_size);
+        print_summary(&texts, &batch, &tokenizer, &padded, model.config.hidden_size);
         if let Some(path) = &args.out {
             println!("wrote {}", path.display());
         }
@@ -96,7 +102,7 @@ fn print_summary(
     texts: &[String],
     batch: &polyadapt::data::EncodedBatch,
     tok: &TextTokenizer,
-    hidden: &[(usize, polyadapt::engine::autograd::Var)],
+    hidden: &[(usize, polyadapt::engine::tensor::Tensor)],
     width: usize,
 ) {
     let t = batch.len;
@@ -106,7 +112,7 @@ fn print_summary(
         println!("[{r}] {text}");
         println!("    {n} tokens: {}", shorten(&toks.join(" "), 100));
         for (l, h) in hidden {
-            let v = h.value().f32s();
+            let v = h.f32s();
             let first = &v[(r * t) * width..(r * t) * width + width.min(5)];
             let mut mean = vec![0.0f64; width];
             for j in 0..n {

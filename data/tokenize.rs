@@ -28,7 +28,33 @@ pub struct EncodedBatch {
     pub lengths: Vec<usize>,
 }
 
+/// The real tokens of a padded batch, packed one sequence after another (no padding).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Packing {
+    /// Sequence `b` is packed rows `offsets[b]..offsets[b+1]`.
+    pub offsets: Vec<usize>,
+    /// For each packed row, its index `b * len + t` in the padded batch.
+    pub rows: Vec<usize>,
+    /// Rows of the padded batch (`batch * len`).
+    pub padded_rows: usize,
+}
+
 impl EncodedBatch {
+    /// Where the real tokens go when packed. Real tokens need not be contiguous (any 0/1 mask).
+    pub fn packing(&self) -> Packing {
+        let mut offsets = vec![0];
+        let mut rows = Vec::new();
+        for b in 0..self.batch {
+            for t in 0..self.len {
+                if self.mask[b * self.len + t] != 0.0 {
+                    rows.push(b * self.len + t);
+                }
+            }
+            offsets.push(rows.len());
+        }
+        Packing { offsets, rows, padded_rows: self.batch * self.len }
+    }
+
     /// A batch from explicit rows (all the same length), e.g. ids given by a test fixture.
     pub fn from_rows(ids: Vec<u32>, type_ids: Vec<u32>, mask: Vec<f32>, batch: usize, len: usize) -> Result<EncodedBatch> {
         if ids.len() != batch * len || type_ids.len() != batch * len || mask.len() != batch * len {

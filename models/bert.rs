@@ -10,17 +10,21 @@
 //! h' = LN(a + Wout act(Win a))
 //! ```
 //!
+//! The real tokens of a batch are packed (`[tokens, hidden]`, no padding) and attention keeps
+//! each sequence to itself ([`SeqLayout::Packed`]): padding costs nothing. Hidden states come
+//! back packed, with the [`Packing`] that places them in the padded batch.
+//!
 //! Adaptation modules plug in through [`LayerHooks`].
 
 use std::path::Path;
 
-use crate::data::tokenize::EncodedBatch;
+use crate::data::tokenize::{EncodedBatch, Packing};
 use crate::engine::autograd::{ParamId, ParamStore, Tape, Var};
 use crate::engine::cpu::activation::GeluKind;
 use crate::engine::cpu::gemm::Precision;
 use crate::engine::error::{Error, Result, ResultExt};
-use crate::engine::ops::{self, AttentionSpec, AttnDropout, DropoutRng};
-use crate::engine::tensor::{DType, Tensor};
+use crate::engine::ops::{self, AttentionSpec, AttnDropout, DropoutRng, SeqLayout};
+use crate::engine::tensor::DType;
 use crate::models::config::{Activation, BertConfig, ModelType};
 use crate::models::hooks::{LayerHooks, Proj};
 use crate::models::weights::Weights;
@@ -81,9 +85,23 @@ pub struct BertModel {
     precision: Precision,
 }
 
-/// The hidden states asked for, in the order of `ForwardOptions::layers`.
+/// The hidden states asked for, in the order of `ForwardOptions::layers`, each packed
+/// `[tokens, hidden]`.
 pub struct BertOutput {
     pub hidden: Vec<(usize, Var)>,
+    pub packing: Packing,
+    pub batch: usize,
+    pub len: usize,
+}
+
+impl BertOutput {
+    /// A packed hidden state placed in the padded batch `[batch, len, hidden]`, zeros at the
+    /// padding (differentiable).
+    pub fn padded(&self, tape: &mut Tape, h: &Var) -> Result<Var> {
+        let width = h.value().last_dim();
+        let x = ops::scatter_rows(tape, h, &self.packing.rows, self.packing.padded_rows)?;
+        ops::reshape(tape, &x, &[self.batch, self.len, width])
+    }
 }
 
 impl BertModel {
@@ -178,8 +196,9 @@ impl BertModel {
         if batch.len > self.max_tokens() {
             return Err(Error::Usage(format!("{} tokens given; the model takes at most {}", batch.len, self.max_tokens())));
         }
-        let (b, t, h) = (batch.batch, batch.len, c.hidden_size);
-        let shape = [b, t];
+        let packing = batch.packing();
+        let n = packing.rows.len();
+        let pick = |v: &[u32]| packing.rows.iter().map(|&r| v[r]).collect::<Vec<u32>>();
         let drop = |tape: &mut Tape, x: &Var, stream: u64| {
             ops::dropout(tape, x, c.hidden_dropout_prob, opts.training, DropoutRng { seed: opts.dropout_seed, stream })
         };
@@ -188,16 +207,16 @@ impl BertModel {
         let word = param(tape, self.word);
         let pos = param(tape, self.pos);
         let ty = param(tape, self.ty);
-        let e = ops::embedding(tape, &word, &batch.ids, &shape)?;
-        let p = ops::embedding(tape, &pos, &self.position_ids(batch), &shape)?;
+        let e = ops::embedding(tape, &word, &pick(&batch.ids), &[n])?;
+        let p = ops::embedding(tape, &pos, &pick(&self.position_ids(batch)), &[n])?;
         let e = ops::add(tape, &e, &p)?;
-        let tt = ops::embedding(tape, &ty, &batch.type_ids, &shape)?;
+        let tt = ops::embedding(tape, &ty, &pick(&batch.type_ids), &[n])?;
         let e = ops::add(tape, &e, &tt)?;
         let e = self.norm(tape, store, &self.emb_norm, &e)?;
         let mut x = drop(tape, &e, 0)?;
-        debug_assert_eq!(x.shape(), &[b, t, h]);
+        debug_assert_eq!(x.shape(), &[n, c.hidden_size]);
 
-        let mask = Tensor::new(batch.mask.clone(), &shape);
+        let layout = SeqLayout::packed(packing.offsets.clone());
         let mut hidden = Vec::new();
         let keep = |i: usize, x: &Var, hidden: &mut Vec<(usize, Var)>| {
             for (k, &l) in opts.layers.iter().enumerate() {
@@ -210,11 +229,16 @@ impl BertModel {
         let spec = AttentionSpec { precision: self.precision, ..AttentionSpec::new(c.num_attention_heads, c.head_dim()) };
         let last_needed = opts.layers.iter().copied().max().unwrap_or(self.layers.len());
         for (i, layer) in self.layers.iter().enumerate().take(last_needed) {
-            x = self.layer(tape, store, hooks, i, layer, &x, &mask, &spec, opts)?;
+            x = self.layer(tape, store, hooks, i, layer, &x, &layout, &spec, opts)?;
             keep(i + 1, &x, &mut hidden);
         }
         hidden.sort_by_key(|(k, _)| *k);
-        Ok(BertOutput { hidden: hidden.into_iter().map(|(k, v)| (opts.layers[k], v)).collect() })
+        Ok(BertOutput {
+            hidden: hidden.into_iter().map(|(k, v)| (opts.layers[k], v)).collect(),
+            packing,
+            batch: batch.batch,
+            len: batch.len,
+        })
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -226,7 +250,7 @@ impl BertModel {
         i: usize,
         l: &Layer,
         x: &Var,
-        mask: &Tensor,
+        layout: &SeqLayout,
         spec: &AttentionSpec,
         opts: &ForwardOptions,
     ) -> Result<Var> {
@@ -247,7 +271,7 @@ impl BertModel {
         let k = self.linear(tape, store, hooks, i, Proj::Key, &l.k, x)?;
         let v = self.linear(tape, store, hooks, i, Proj::Value, &l.v, x)?;
         let prefix = hooks.prefix(tape, store, i)?;
-        let ctx = ops::attention(tape, &q, &k, &v, prefix.as_ref().map(|(a, b)| (a, b)), Some(mask), &spec)?;
+        let ctx = ops::attention(tape, &q, &k, &v, prefix.as_ref().map(|(a, b)| (a, b)), layout, &spec)?;
         let a = self.linear(tape, store, hooks, i, Proj::Output, &l.o, &ctx)?;
         let a = drop(tape, &a, 0)?;
         let a = ops::add(tape, &a, x)?;

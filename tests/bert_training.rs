@@ -59,7 +59,8 @@ fn loss_at(model: &BertModel, store: &ParamStore, batch: &EncodedBatch, layer: u
 /// dropout (hidden and attention, p = 0.1 as in the config) under a fixed seed.
 fn loss_with(model: &BertModel, store: &ParamStore, batch: &EncodedBatch, hooks: &dyn LayerHooks, layer: usize, training: bool, tape: &mut Tape) -> (Var, f64) {
     let opts = ForwardOptions { layers: vec![layer], training, dropout_seed: 1234 };
-    let h = model.forward(tape, store, batch, hooks, &opts).unwrap().hidden.remove(0).1;
+    let out = model.forward(tape, store, batch, hooks, &opts).unwrap();
+    let h = out.padded(tape, &out.hidden[0].1).unwrap();
     let mask = Tensor::new(batch.mask.clone(), &[batch.batch, batch.len]);
     let pooled = ops::mean_pool(tape, &h, &mask).unwrap();
     let r = Var::constant(Tensor::new(rand_vec(99, pooled.value().numel(), 1.0), pooled.shape()));

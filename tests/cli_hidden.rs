@@ -57,11 +57,18 @@ fn hidden_writes_what_transformers_computes() {
     assert_eq!(got["input_ids"].data, want["input_ids"].data);
     assert_eq!(got["attention_mask"].data, want["attention_mask"].data);
     assert_eq!((0..=6).filter(|l| got.contains_key(&format!("hidden.{l}"))).count(), 7, "--layers all");
+    let mask = &want["attention_mask"].data;
     for l in [0, 3, 6] {
         let (g, w) = (&got[&format!("hidden.{l}")], &want[&format!("hidden.{l}")]);
         assert_eq!(g.shape, w.shape);
-        let e = rel_err(&g.data, &w.data, 1e-12);
+        let width = w.shape[2];
+        // Real tokens as transformers computes them; padding positions are zeros.
+        let rows = |v: &[f64], real: bool| -> Vec<f64> {
+            (0..mask.len()).filter(|&r| (mask[r] != 0.0) == real).flat_map(|r| v[r * width..(r + 1) * width].to_vec()).collect()
+        };
+        let e = rel_err(&rows(&g.data, true), &rows(&w.data, true), 1e-12);
         assert!(e < 1e-4, "hidden.{l}: {e:.2e}");
+        assert!(rows(&g.data, false).iter().all(|&v| v == 0.0), "padding positions must be zeros");
     }
 }
 

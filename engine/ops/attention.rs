@@ -1,7 +1,9 @@
 //! Multi-head attention over [prefix keys ; sequence keys], as a tape operation.
 //!
-//! Inputs: `q` `[B, T, H*d]`, `k` and `v` `[B, S, Hkv*d]`, optional trainable prefix keys and
-//! values `[P, Hkv*d]` shared by the batch, an optional key mask `[B, S]` (1 = real token).
+//! Inputs: `q` `[..., H*d]` and `k`, `v` `[..., Hkv*d]` (rows in any leading shape, e.g.
+//! `[B, T, width]` for a padded batch or `[tokens, width]` for packed sequences), optional
+//! trainable prefix keys and values `[P, Hkv*d]` shared by every sequence, and a
+//! [`SeqLayout`] saying which rows form which sequence (with the key mask of a padded batch).
 //! Visibility rules and kernels: [`crate::engine::cpu::attention`]. The backward keeps q, k, v,
 //! the output and the log-sum-exp (flash-attention's choice: the probabilities are recomputed,
 //! never stored), and gives gradients for q, k, v and the prefix keys and values (summed over
@@ -9,7 +11,7 @@
 
 use crate::engine::autograd::{Backward, Saved, Tape, Var};
 use crate::engine::cpu::attention::{attention_backward, attention_forward, AttnDims, AttnInputs, AttnNeeds};
-pub use crate::engine::cpu::attention::AttnDropout;
+pub use crate::engine::cpu::attention::{AttnDropout, SeqLayout};
 use crate::engine::cpu::gemm::Precision;
 use crate::engine::error::{Error, Result};
 use crate::engine::tensor::Tensor;
@@ -39,13 +41,12 @@ pub fn attention(
     k: &Var,
     v: &Var,
     prefix: Option<(&Var, &Var)>,
-    key_mask: Option<&Tensor>,
+    layout: &SeqLayout,
     spec: &AttentionSpec,
 ) -> Result<Var> {
-    let d = dims(q, k, v, prefix, key_mask, spec)?;
+    let d = dims(q, k, v, prefix, layout, spec)?;
     let empty = Var::constant(Tensor::zeros(&[0, spec.kv_heads * spec.head_dim]));
     let (pk, pv) = prefix.unwrap_or((&empty, &empty));
-    let mask = key_mask.map(|m| m.to_f32_cow());
     let (qv, kv, vv) = (q.value().to_f32_cow(), k.value().to_f32_cow(), v.value().to_f32_cow());
     let inputs = AttnInputs {
         q: &qv,
@@ -53,7 +54,7 @@ pub fn attention(
         v: &vv,
         pk: &pk.value().to_f32_cow(),
         pv: &pv.value().to_f32_cow(),
-        key_mask: mask.as_deref(),
+        layout,
     };
     let (out, lse) = attention_forward(&inputs, &d, spec.precision);
     let out = Tensor::new(out, q.shape());
@@ -67,26 +68,26 @@ pub fn attention(
             v: v.save(),
             pk: pk.save(),
             pv: pv.save(),
-            mask: key_mask.map(|m| Saved::activation(m.clone())),
+            layout: layout.clone(),
             out: Saved::activation(out),
-            lse: Saved::activation(Tensor::new(lse, &[d.batch, d.heads, d.q_len])),
+            lse: Saved::activation(Tensor::new(lse, &[d.heads, layout.q_rows()])),
         })
     }))
 }
 
-fn dims(q: &Var, k: &Var, v: &Var, prefix: Option<(&Var, &Var)>, key_mask: Option<&Tensor>, s: &AttentionSpec) -> Result<AttnDims> {
+fn dims(q: &Var, k: &Var, v: &Var, prefix: Option<(&Var, &Var)>, layout: &SeqLayout, s: &AttentionSpec) -> Result<AttnDims> {
     let bad = |msg: String| Err(Error::shape("attention", msg));
     if s.heads == 0 || s.kv_heads == 0 || s.heads % s.kv_heads != 0 {
         return bad(format!("{} query heads cannot share {} key/value heads", s.heads, s.kv_heads));
     }
+    layout.validate()?;
     let (qw, kvw) = (s.heads * s.head_dim, s.kv_heads * s.head_dim);
-    let [b, t, w] = *q.shape() else { return bad(format!("q must be [batch, tokens, width], found {:?}", q.shape())) };
-    if w != qw {
-        return bad(format!("q width {w} is not {} heads x {}", s.heads, s.head_dim));
+    let rows = |t: &Var, w: usize| (t.value().last_dim() == w).then(|| t.value().numel() / w.max(1));
+    if rows(q, qw) != Some(layout.q_rows()) {
+        return bad(format!("q {:?} is not {} query rows of {} heads x {}", q.shape(), layout.q_rows(), s.heads, s.head_dim));
     }
-    let [kb, sl, kw] = *k.shape() else { return bad(format!("k must be [batch, keys, width], found {:?}", k.shape())) };
-    if kb != b || kw != kvw || v.shape() != k.shape() {
-        return bad(format!("q {:?}, k {:?}, v {:?} do not fit {} kv heads x {}", q.shape(), k.shape(), v.shape(), s.kv_heads, s.head_dim));
+    if rows(k, kvw) != Some(layout.kv_rows()) || v.shape() != k.shape() {
+        return bad(format!("k {:?} / v {:?} are not {} key rows of {} heads x {}", k.shape(), v.shape(), layout.kv_rows(), s.kv_heads, s.head_dim));
     }
     let p = match prefix {
         None => 0,
@@ -98,9 +99,6 @@ fn dims(q: &Var, k: &Var, v: &Var, prefix: Option<(&Var, &Var)>, key_mask: Optio
             p
         }
     };
-    if let Some(m) = key_mask {
-        m.expect_shape("attention key mask", &[b, sl])?;
-    }
     let scale = s.scale.unwrap_or(1.0 / (s.head_dim as f32).sqrt());
     if let Some(dr) = s.dropout {
         if !(0.0..1.0).contains(&dr.p) {
@@ -108,7 +106,7 @@ fn dims(q: &Var, k: &Var, v: &Var, prefix: Option<(&Var, &Var)>, key_mask: Optio
         }
     }
     let dropout = s.dropout.filter(|dr| dr.p > 0.0);
-    Ok(AttnDims { batch: b, q_len: t, kv_len: sl, prefix: p, heads: s.heads, kv_heads: s.kv_heads, head_dim: s.head_dim, causal: s.causal, scale, dropout })
+    Ok(AttnDims { prefix: p, heads: s.heads, kv_heads: s.kv_heads, head_dim: s.head_dim, causal: s.causal, scale, dropout })
 }
 
 struct AttentionBackward {
@@ -119,7 +117,7 @@ struct AttentionBackward {
     v: Saved,
     pk: Saved,
     pv: Saved,
-    mask: Option<Saved>,
+    layout: SeqLayout,
     out: Saved,
     lse: Saved,
 }
@@ -132,7 +130,6 @@ impl Backward for AttentionBackward {
     fn backward(&self, g: &Tensor, needs: &[bool]) -> Result<Vec<Option<Tensor>>> {
         let pk = self.pk.tensor.to_f32_cow();
         let pv = self.pv.tensor.to_f32_cow();
-        let mask = self.mask.as_ref().map(|m| m.tensor.to_f32_cow());
         let (q, k, v) = (self.q.tensor.to_f32_cow(), self.k.tensor.to_f32_cow(), self.v.tensor.to_f32_cow());
         let inputs = AttnInputs {
             q: &q,
@@ -140,7 +137,7 @@ impl Backward for AttentionBackward {
             v: &v,
             pk: &pk,
             pv: &pv,
-            key_mask: mask.as_deref(),
+            layout: &self.layout,
         };
         let want = AttnNeeds { q: needs[0], k: needs[1], v: needs[2], pk: needs[3], pv: needs[4] };
         let gr = attention_backward(&inputs, &self.d, self.out.tensor.f32s(), self.lse.tensor.f32s(), g.f32s(), want, self.precision);
@@ -155,8 +152,6 @@ impl Backward for AttentionBackward {
     }
 
     fn saved(&self) -> Vec<&Saved> {
-        let mut s = vec![&self.q, &self.k, &self.v, &self.pk, &self.pv, &self.out, &self.lse];
-        s.extend(self.mask.as_ref());
-        s
+        vec![&self.q, &self.k, &self.v, &self.pk, &self.pv, &self.out, &self.lse]
     }
 }

@@ -12,6 +12,7 @@ pub mod linear;
 pub mod matmul;
 pub mod norm;
 pub mod pooling;
+pub mod rows;
 pub mod softmax;
 
 pub use activation::{gelu, relu, silu, swiglu};
@@ -24,6 +25,7 @@ pub use linear::linear;
 pub use matmul::matmul;
 pub use norm::{layer_norm, rms_norm};
 pub use pooling::mean_pool;
+pub use rows::{gather_rows, reshape, scatter_rows};
 pub use softmax::softmax;
-pub use attention::{attention, AttentionSpec, AttnDropout};
+pub use attention::{attention, AttentionSpec, AttnDropout, SeqLayout};
 pub use crate::engine::cpu::activation::GeluKind;

@@ -2,7 +2,7 @@
 //! `dS = P * (M * dO V^T - rowsum(dO * O))` (M the dropout factors), `dV += (P M)^T dO`,
 //! `dQ = scale dS K`,
 //! `dK += scale dS^T Q`, for the prefix and the sequence parts alike. Only the gradients asked
-//! for are computed. Outputs overwrite; the prefix gradients are sums over the batch.
+//! for are computed. Outputs overwrite; the prefix gradients are sums over the sequences.
 
 use rayon::prelude::*;
 
@@ -10,8 +10,8 @@ use super::{scores, AttnDims, AttnGrads, AttnInputs, AttnNeeds, Heads, Q_BLOCK};
 use crate::engine::cpu::gemm::{gemm, MatMut, MatRef, Precision};
 use crate::engine::tensor::View;
 
-/// One (batch, kv head) unit's gradients: `dq` for its `rep` query heads `[rep, T, d]`, and
-/// `dk`, `dv` `[S, d]`, `dpk`, `dpv` `[P, d]`.
+/// One (sequence, kv head) unit's gradients: `dq` for its `rep` query heads
+/// `[rep, queries, d]`, and `dk`, `dv` `[keys, d]`, `dpk`, `dpv` `[P, d]`.
 struct UnitGrads {
     dq: Vec<f32>,
     dk: Vec<f32>,
@@ -31,11 +31,11 @@ pub fn attention_backward(
     precision: Precision,
 ) -> AttnGrads {
     let hs = Heads { x, d };
-    let units: Vec<UnitGrads> = (0..d.batch * d.kv_heads)
+    let units: Vec<UnitGrads> = (0..x.layout.batch() * d.kv_heads)
         .into_par_iter()
         .map(|u| unit_backward(&hs, u / d.kv_heads, u % d.kv_heads, out, lse, dout, needs, precision))
         .collect();
-    gather(d, &units, needs)
+    gather(x, d, &units, needs)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -50,7 +50,9 @@ fn unit_backward(
     p: Precision,
 ) -> UnitGrads {
     let d = hs.d;
-    let (t_len, hd, rep, pre, s_len) = (d.q_len, d.head_dim, d.group(), d.prefix, d.kv_len);
+    let (q0, t_len) = hs.x.layout.q_range(b);
+    let q_rows = hs.x.layout.q_rows();
+    let (hd, rep, pre, s_len) = (d.head_dim, d.group(), d.prefix, hs.x.layout.k_range(b).1);
     let l = pre + s_len;
     let w = d.heads * hd;
     let need_ds = needs.q || needs.k || needs.pk;
@@ -69,13 +71,13 @@ fn unit_backward(
             let n = Q_BLOCK.min(t_len - t0);
             scores(hs, b, h, t0, n, &mut probs, p);
             for i in 0..n {
-                let m = lse[(b * d.heads + h) * t_len + t0 + i];
+                let m = lse[h * q_rows + q0 + t0 + i];
                 for v in &mut probs[i * l..(i + 1) * l] {
                     // exp(-inf - m) = 0 for masked keys; a row that saw nothing has m = -inf.
                     *v = if m == f32::NEG_INFINITY { 0.0 } else { (*v - m).exp() };
                 }
             }
-            let row0 = (b * t_len + t0) * w + h * hd;
+            let row0 = (q0 + t0) * w + h * hd;
             let d_out = MatRef::strided(View::F32(dout), row0, n, hd, w);
             if need_ds {
                 // dP = dO [pv ; v]^T (the gradient of the dropped probabilities)
@@ -94,7 +96,7 @@ fn unit_backward(
                     let di: f32 = o.iter().zip(go).map(|(a, c)| a * c).sum();
                     let rows = ds[i * l..(i + 1) * l].iter_mut().zip(&probs[i * l..(i + 1) * l]);
                     for (j, (dsv, &pv)) in rows.enumerate() {
-                        *dsv = d.scale * pv * (d.keep_scale(b, h, t0 + i, j) * *dsv - di);
+                        *dsv = d.scale * pv * (d.keep_scale(h, q0 + t0 + i, j) * *dsv - di);
                     }
                 }
             }
@@ -102,7 +104,7 @@ fn unit_backward(
                 // The values were multiplied by the dropped probabilities.
                 for i in 0..n {
                     for (j, v) in probs[i * l..(i + 1) * l].iter_mut().enumerate() {
-                        *v *= d.keep_scale(b, h, t0 + i, j);
+                        *v *= d.keep_scale(h, q0 + t0 + i, j);
                     }
                 }
             }
@@ -142,35 +144,40 @@ fn unit_backward(
     ug
 }
 
-/// Scatters the units' gradients into the tensors' layouts; sums the prefix gradients over the
-/// batch in batch order.
-fn gather(d: &AttnDims, units: &[UnitGrads], needs: AttnNeeds) -> AttnGrads {
-    let (t_len, s_len, hd, rep) = (d.q_len, d.kv_len, d.head_dim, d.group());
+/// Scatters the units' gradients into the row layouts; sums the prefix gradients over the
+/// sequences in order.
+fn gather(x: &AttnInputs<'_>, d: &AttnDims, units: &[UnitGrads], needs: AttnNeeds) -> AttnGrads {
+    let lay = x.layout;
+    let (hd, rep) = (d.head_dim, d.group());
     let (w, kvw) = (d.heads * hd, d.kv_heads * hd);
     let dq = needs.q.then(|| {
-        let mut dq = vec![0.0f32; d.batch * t_len * w];
-        dq.par_chunks_mut(w.max(1)).enumerate().for_each(|(row, dst)| {
-            let (b, t) = (row / t_len, row % t_len);
-            for h in 0..d.heads {
-                let src = &units[b * d.kv_heads + h / rep].dq[((h % rep) * t_len + t) * hd..][..hd];
-                dst[h * hd..(h + 1) * hd].copy_from_slice(src);
-            }
-        });
+        let mut dq = vec![0.0f32; lay.q_rows() * w];
+        for b in 0..lay.batch() {
+            let (q0, nq) = lay.q_range(b);
+            dq[q0 * w..(q0 + nq) * w].par_chunks_mut(w.max(1)).enumerate().for_each(|(t, dst)| {
+                for h in 0..d.heads {
+                    let src = &units[b * d.kv_heads + h / rep].dq[((h % rep) * nq + t) * hd..][..hd];
+                    dst[h * hd..(h + 1) * hd].copy_from_slice(src);
+                }
+            });
+        }
         dq
     });
     let seq = |pick: fn(&UnitGrads) -> &Vec<f32>| {
-        let mut out = vec![0.0f32; d.batch * s_len * kvw];
-        out.par_chunks_mut(kvw.max(1)).enumerate().for_each(|(row, dst)| {
-            let (b, j) = (row / s_len, row % s_len);
-            for g in 0..d.kv_heads {
-                dst[g * hd..(g + 1) * hd].copy_from_slice(&pick(&units[b * d.kv_heads + g])[j * hd..][..hd]);
-            }
-        });
+        let mut out = vec![0.0f32; lay.kv_rows() * kvw];
+        for b in 0..lay.batch() {
+            let (k0, nk) = lay.k_range(b);
+            out[k0 * kvw..(k0 + nk) * kvw].par_chunks_mut(kvw.max(1)).enumerate().for_each(|(j, dst)| {
+                for g in 0..d.kv_heads {
+                    dst[g * hd..(g + 1) * hd].copy_from_slice(&pick(&units[b * d.kv_heads + g])[j * hd..][..hd]);
+                }
+            });
+        }
         out
     };
     let prefix = |pick: fn(&UnitGrads) -> &Vec<f32>| {
         let mut out = vec![0.0f32; d.prefix * kvw];
-        for b in 0..d.batch {
+        for b in 0..lay.batch() {
             for g in 0..d.kv_heads {
                 let src = pick(&units[b * d.kv_heads + g]);
                 for j in 0..d.prefix {

@@ -1,40 +1,41 @@
 //! Attention with prefix keys on the CPU, flash-attention style.
 //!
-//! Computes `softmax(scale * q [pk ; k]^T + mask) [pv ; v]` for every (batch, query head).
-//! Layouts (row-major): `q` `[B, T, H*d]`; `k`, `v` `[B, S, Hkv*d]`; `pk`, `pv` `[P, Hkv*d]`
-//! (trainable prefix keys/values shared by the whole batch; P may be 0); `key_mask` `[B, S]`
-//! (1 = real key, 0 = padding); output `[B, T, H*d]`. Query head `h` reads key/value head
-//! `h / (H / Hkv)` (grouped-query attention). Query `t` sees every prefix key, and sequence key
-//! `j` when the mask allows it and, if causal, when `j <= t + S - T`: the causal mask aligned
-//! to the bottom right, so that with a KV cache the last query sees everything. A query that
-//! sees no key outputs zeros.
+//! Computes `softmax(scale * q [pk ; k]^T + mask) [pv ; v]` for every sequence and query head.
+//! Rows (row-major): `q` `[q_rows, H*d]`, `k` and `v` `[kv_rows, Hkv*d]`, `pk`, `pv` `[P, Hkv*d]`
+//! (trainable prefix keys/values shared by every sequence; P may be 0); output `[q_rows, H*d]`.
+//! Which rows belong to which sequence is a [`SeqLayout`]: a padded batch (with a key mask) or
+//! packed variable-length sequences (no padding, no mask). Query head `h` reads key/value head
+//! `h / (H / Hkv)` (grouped-query attention). Query `t` of a sequence sees every prefix key, and
+//! key `j` of its own sequence when the key is real and, if causal, when `j <= t + keys -
+//! queries`: the causal mask aligned to the bottom right, so that with a KV cache the last
+//! query sees everything. A query that sees no key outputs zeros.
 //!
 //! Attention-probability dropout (BERT's `attention_probs_dropout_prob`) drops each
 //! probability with a counter-based mask (a pure function of seed, stream and the position of
 //! the score), so the backward regenerates it instead of storing it; the log-sum-exp is that of
 //! the undropped scores.
 //!
-//! Work is split over (batch, key/value head) units in parallel; inside a unit, queries go in
-//! blocks of [`Q_BLOCK`] rows, so the scores of one block (`Q_BLOCK x (P + S)`) stay in cache
-//! and the full score matrix never exists. The forward keeps the log-sum-exp of each query; the
-//! backward recomputes the probabilities from it. The prefix gradients are summed over the
-//! batch in batch order, so results do not depend on the thread count.
+//! Work is split over (sequence, key/value head) units in parallel; inside a unit, queries go
+//! in blocks of [`Q_BLOCK`] rows, so the scores of one block (`Q_BLOCK x (P + keys)`) stay in
+//! cache and the full score matrix never exists. The forward keeps the log-sum-exp of each
+//! query; the backward recomputes the probabilities from it. The prefix gradients are summed
+//! over the sequences in order, so results do not depend on the thread count.
 
 mod backward;
 mod forward;
+mod layout;
 pub mod reference;
 
 pub use backward::attention_backward;
 pub use forward::attention_forward;
+pub use layout::SeqLayout;
 
 use crate::engine::cpu::gemm::{gemm, MatMut, MatRef, Precision};
 use crate::engine::tensor::View;
 
+/// The sizes and options that are the same for every sequence.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct AttnDims {
-    pub batch: usize,
-    pub q_len: usize,
-    pub kv_len: usize,
     pub prefix: usize,
     pub heads: usize,
     pub kv_heads: usize,
@@ -57,15 +58,14 @@ impl AttnDims {
         self.heads / self.kv_heads
     }
 
-    /// The factor of probability (b, h, t, j) (j over [prefix ; sequence]): 0 if dropped,
-    /// `1 / (1 - p)` if kept, 1 without dropout.
+    /// The factor of probability (head `h`, query row `qrow`, key `j` of [prefix ; sequence]):
+    /// 0 if dropped, `1 / (1 - p)` if kept, 1 without dropout.
     #[inline(always)]
-    pub fn keep_scale(&self, b: usize, h: usize, t: usize, j: usize) -> f32 {
+    pub fn keep_scale(&self, h: usize, qrow: usize, j: usize) -> f32 {
         match self.dropout {
             None => 1.0,
             Some(dr) => {
-                let l = self.prefix + self.kv_len;
-                let index = (((b * self.heads + h) * self.q_len + t) * l + j) as u64;
+                let index = (((qrow * self.heads + h) as u64) << 32) | j as u64;
                 if crate::engine::rng::uniform(dr.seed, dr.stream, index) < dr.p {
                     0.0
                 } else {
@@ -73,14 +73,6 @@ impl AttnDims {
                 }
             }
         }
-    }
-
-    /// Whether query `t` of batch element `b` sees sequence key `j`.
-    #[inline(always)]
-    pub fn visible(&self, key_mask: Option<&[f32]>, b: usize, t: usize, j: usize) -> bool {
-        let real = key_mask.is_none_or(|m| m[b * self.kv_len + j] != 0.0);
-        let causal_ok = !self.causal || j + self.q_len <= t + self.kv_len;
-        real && causal_ok
     }
 }
 
@@ -90,7 +82,7 @@ pub struct AttnInputs<'a> {
     pub v: &'a [f32],
     pub pk: &'a [f32],
     pub pv: &'a [f32],
-    pub key_mask: Option<&'a [f32]>,
+    pub layout: &'a SeqLayout,
 }
 
 /// Which input gradients to compute.
@@ -121,15 +113,17 @@ struct Heads<'a> {
 }
 
 impl<'a> Heads<'a> {
-    /// Rows `t0..t0+n` of query head `h` in batch `b`: `n x d`.
+    /// Rows `t0..t0+n` of query head `h` in sequence `b`: `n x d`.
     fn q(&self, b: usize, h: usize, t0: usize, n: usize) -> MatRef<'a> {
         let (d, w) = (self.d.head_dim, self.d.heads * self.d.head_dim);
-        MatRef::strided(View::F32(self.x.q), (b * self.d.q_len + t0) * w + h * d, n, d, w)
+        let (q0, _) = self.x.layout.q_range(b);
+        MatRef::strided(View::F32(self.x.q), (q0 + t0) * w + h * d, n, d, w)
     }
-    /// Sequence rows of key/value head `g` in batch `b`: `S x d`.
+    /// Key (or value) rows of key/value head `g` in sequence `b`: `keys x d`.
     fn seq(&self, src: &'a [f32], b: usize, g: usize) -> MatRef<'a> {
         let (d, w) = (self.d.head_dim, self.d.kv_heads * self.d.head_dim);
-        MatRef::strided(View::F32(src), b * self.d.kv_len * w + g * d, self.d.kv_len, d, w)
+        let (k0, nk) = self.x.layout.k_range(b);
+        MatRef::strided(View::F32(src), k0 * w + g * d, nk, d, w)
     }
     /// Prefix rows of key/value head `g`: `P x d`.
     fn pre(&self, src: &'a [f32], g: usize) -> MatRef<'a> {
@@ -138,28 +132,28 @@ impl<'a> Heads<'a> {
     }
 }
 
-/// Scores of queries `t0..t0+n` (head `h`, batch `b`) against [prefix ; sequence] keys into
-/// `s` (`n x L`, L = P + S), masked entries set to -inf.
+/// Scores of queries `t0..t0+n` (head `h`, sequence `b`) against [prefix ; sequence] keys
+/// into `s` (`n x L`, L = P + keys of the sequence), hidden entries set to -inf.
 fn scores(hs: &Heads<'_>, b: usize, h: usize, t0: usize, n: usize, s: &mut [f32], precision: Precision) {
     let d = hs.d;
-    let l = d.prefix + d.kv_len;
+    let nk = hs.x.layout.k_range(b).1;
+    let l = d.prefix + nk;
     let g = h / d.group();
     let q = hs.q(b, h, t0, n);
     if d.prefix > 0 {
         let c = MatMut { data: &mut s[..], rows: n, cols: d.prefix, row_stride: l };
         gemm(d.scale, q, hs.pre(hs.x.pk, g).t(), false, c, precision, false);
     }
-    if d.kv_len > 0 {
-        let c = MatMut { data: &mut s[d.prefix..], rows: n, cols: d.kv_len, row_stride: l };
+    if nk > 0 {
+        let c = MatMut { data: &mut s[d.prefix..], rows: n, cols: nk, row_stride: l };
         gemm(d.scale, q, hs.seq(hs.x.k, b, g).t(), false, c, precision, false);
     }
     for i in 0..n {
         let row = &mut s[i * l + d.prefix..(i + 1) * l];
         for (j, v) in row.iter_mut().enumerate() {
-            if !d.visible(hs.x.key_mask, b, t0 + i, j) {
+            if !hs.x.layout.visible(d.causal, b, t0 + i, j) {
                 *v = f32::NEG_INFINITY;
             }
         }
     }
 }
-
