@@ -13,6 +13,7 @@ pub mod matmul;
 pub mod norm;
 pub mod pooling;
 pub mod rows;
+pub mod segment_ce;
 pub mod softmax;
 
 pub use activation::{gelu, relu, silu, swiglu};
@@ -26,6 +27,7 @@ pub use matmul::matmul;
 pub use norm::{layer_norm, rms_norm};
 pub use pooling::mean_pool;
 pub use rows::{gather_rows, reshape, scatter_rows};
+pub use segment_ce::segment_cross_entropy;
 pub use softmax::softmax;
 pub use attention::{attention, AttentionSpec, AttnDropout, SeqLayout};
 pub use crate::engine::cpu::activation::GeluKind;
