@@ -40,6 +40,21 @@ pub struct Packing {
 }
 
 impl EncodedBatch {
+    /// Pads tokenised sequences (ids and type ids) on the right into a batch.
+    pub fn from_sequences(seqs: &[(&[u32], &[u32])], pad_id: u32) -> EncodedBatch {
+        let (batch, len) = (seqs.len(), seqs.iter().map(|s| s.0.len()).max().unwrap_or(0));
+        let mut ids = vec![pad_id; batch * len];
+        let mut type_ids = vec![0u32; batch * len];
+        let mut mask = vec![0.0f32; batch * len];
+        for (r, (i, t)) in seqs.iter().enumerate() {
+            ids[r * len..r * len + i.len()].copy_from_slice(i);
+            type_ids[r * len..r * len + t.len()].copy_from_slice(t);
+            mask[r * len..r * len + i.len()].fill(1.0);
+        }
+        let lengths = seqs.iter().map(|s| s.0.len()).collect();
+        EncodedBatch { batch, len, ids, type_ids, mask, lengths }
+    }
+
     /// Where the real tokens go when packed. Real tokens need not be contiguous (any 0/1 mask).
     pub fn packing(&self) -> Packing {
         let mut offsets = vec![0];
@@ -121,6 +136,35 @@ impl TextTokenizer {
             mask[r * len..r * len + n].fill(1.0);
         }
         Ok(EncodedBatch { batch, len, ids, type_ids, mask, lengths })
+    }
+}
+
+/// One tokenised sequence (or pair): ids and type ids.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Tokens {
+    pub ids: Vec<u32>,
+    pub type_ids: Vec<u32>,
+}
+
+impl TextTokenizer {
+    /// Tokenises texts (`second` given: sentence pairs) with the model's special tokens, cut to
+    /// at most `max_len` tokens the way transformers' `truncation=True` does (longest first for
+    /// pairs), keeping the special tokens.
+    pub fn encode_truncated(&self, first: &[String], second: Option<&[String]>, max_len: usize) -> Result<Vec<Tokens>> {
+        let mut inner = self.inner.clone();
+        let params = tokenizers::TruncationParams { max_length: max_len, ..Default::default() };
+        inner.with_truncation(Some(params)).map_err(|e| Error::tokenizer(&self.path, format!("cannot truncate to {max_len}: {e}")))?;
+        let inputs: Vec<tokenizers::EncodeInput> = match second {
+            None => first.iter().map(|t| tokenizers::EncodeInput::Single(t.as_str().into())).collect(),
+            Some(s) => {
+                if s.len() != first.len() {
+                    return Err(Error::shape("encode_truncated", format!("{} first and {} second texts", first.len(), s.len())));
+                }
+                first.iter().zip(s).map(|(a, b)| tokenizers::EncodeInput::Dual(a.as_str().into(), b.as_str().into())).collect()
+            }
+        };
+        let encs = inner.encode_batch(inputs, true).map_err(|e| Error::tokenizer(&self.path, format!("cannot tokenise: {e}")))?;
+        Ok(encs.into_iter().map(|e| Tokens { ids: e.get_ids().to_vec(), type_ids: e.get_type_ids().to_vec() }).collect())
     }
 }
 
