@@ -7,11 +7,14 @@
 //! - [`autograd`]: parameters (trainable or frozen) and the tape that records an operation only
 //!   when a trainable parameter is upstream of it.
 //! - [`ops`]: the differentiable operations the models are built from.
+//! - [`optim`]: AdamW, learning-rate schedules and gradient clipping, matching torch and
+//!   transformers bit for bit.
 
 pub mod autograd;
 pub mod cpu;
 pub mod error;
 pub mod ops;
+pub mod optim;
 pub mod real;
 pub mod rng;
 pub mod tensor;
