@@ -1,5 +1,6 @@
 //! Data: text input and tokenisation.
 
+pub mod pairs;
 pub mod text;
 pub mod tokenize;
 
