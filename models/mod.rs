@@ -5,4 +5,5 @@ pub mod config;
 pub mod e5s;
 pub mod fetch;
 pub mod hooks;
+pub mod peft;
 pub mod weights;
