@@ -26,7 +26,7 @@ use crate::engine::error::{Error, Result, ResultExt};
 use crate::engine::ops::{self, AttentionSpec, AttnDropout, DropoutRng, SeqLayout};
 use crate::engine::tensor::DType;
 use crate::models::config::{Activation, BertConfig, ModelType};
-use crate::models::hooks::{LayerHooks, Proj, Site};
+use crate::models::hooks::{LayerHooks, PassInfo, Proj, Site};
 use crate::models::weights::Weights;
 
 /// How to hold and multiply the weights.
@@ -206,6 +206,7 @@ impl BertModel {
         if let Some(&l) = opts.layers.iter().find(|&&l| l > self.layers.len()) {
             return Err(Error::Usage(format!("layer {l} asked for; the model has layers 0..={}", self.layers.len())));
         }
+        hooks.begin_forward(tape, store, &PassInfo { training: opts.training, dropout_seed: opts.dropout_seed })?;
         let packing = batch.packing();
         let (mut x, offsets, real_rows) = self.embed(tape, store, batch, &packing, hooks, opts)?;
         let layout = SeqLayout::packed(offsets);

@@ -45,7 +45,24 @@ pub enum Site {
     Ffn,
 }
 
+/// What a forward pass tells its hooks before it starts (see [`LayerHooks::begin_forward`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PassInfo {
+    /// Dropout on (training) or off (evaluation).
+    pub training: bool,
+    /// Seed of this pass's dropout masks; a module draws from streams of its own.
+    pub dropout_seed: u64,
+}
+
 pub trait LayerHooks {
+    /// Called by the architecture once at the start of every forward pass, before any other
+    /// hook, on that pass's tape. A module computes here what all layers share (prefix tuning's
+    /// reparameterisation MLP runs once per pass, not once per layer) and learns whether
+    /// dropout is on and under which seed (LoRA's dropout).
+    fn begin_forward(&self, _tape: &mut Tape, _store: &ParamStore, _pass: &PassInfo) -> Result<()> {
+        Ok(())
+    }
+
     /// Added to the output of projection `proj` of layer `layer`, whose input is `x`
     /// (LoRA: `s * x A^T B^T`). `None` adds nothing.
     fn linear_delta(&self, _tape: &mut Tape, _store: &ParamStore, _layer: usize, _proj: Proj, _x: &Var) -> Result<Option<Var>> {
@@ -87,6 +104,10 @@ impl LayerHooks for NoHooks {}
 pub struct HookSet(pub Vec<Box<dyn LayerHooks>>);
 
 impl LayerHooks for HookSet {
+    fn begin_forward(&self, tape: &mut Tape, store: &ParamStore, pass: &PassInfo) -> Result<()> {
+        self.0.iter().try_for_each(|h| h.begin_forward(tape, store, pass))
+    }
+
     fn linear_delta(&self, tape: &mut Tape, store: &ParamStore, layer: usize, proj: Proj, x: &Var) -> Result<Option<Var>> {
         let mut acc: Option<Var> = None;
         for h in &self.0 {

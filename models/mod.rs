@@ -7,4 +7,5 @@ pub mod fetch;
 pub mod heads;
 pub mod hooks;
 pub mod losses;
+pub mod peft;
 pub mod weights;

@@ -1,4 +1,5 @@
-//! Element-wise activations: GELU (erf and tanh forms), SiLU, and SwiGLU (`silu(gate) * up`).
+//! Element-wise activations: GELU (erf and tanh forms), SiLU, SwiGLU (`silu(gate) * up`), and
+//! tanh (prefix tuning's reparameterisation MLP).
 //!
 //! Layout: any shape, flat slices. Backward keeps the activation's input (GELU, SiLU: `x`;
 //! SwiGLU: `gate`, plus `up` when the gate needs a gradient) and recomputes the derivative
@@ -100,6 +101,18 @@ pub fn silu<T: Real>(x: &[T], y: &mut [T]) {
 /// `dx = dy * silu'(x)`.
 pub fn silu_backward<T: Real>(x: &[T], dy: &[T], dx: &mut [T]) {
     map2(x, dy, dx, |v, g| g * silu_and_grad(v).1);
+}
+
+pub fn tanh<T: Real>(x: &[T], y: &mut [T]) {
+    map1(x, y, |v| v.tanh());
+}
+
+/// `dx = dy * (1 - tanh(x)^2)`. Saturated inputs give an exact zero, never NaN.
+pub fn tanh_backward<T: Real>(x: &[T], dy: &[T], dx: &mut [T]) {
+    map2(x, dy, dx, |v, g| {
+        let t = v.tanh();
+        g * (T::ONE - t * t)
+    });
 }
 
 /// `y = silu(gate) * up`.

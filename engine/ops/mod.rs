@@ -16,7 +16,7 @@ pub mod rows;
 pub mod segment_ce;
 pub mod softmax;
 
-pub use activation::{gelu, relu, silu, swiglu};
+pub use activation::{gelu, relu, silu, swiglu, tanh};
 pub use cross_entropy::{cross_entropy, IGNORE_INDEX};
 pub use distance::{cosine_distance, sq_l2_distance, COSINE_EPS};
 pub use dropout::{dropout, DropoutRng};
