@@ -184,7 +184,8 @@ impl Reader<'_> {
                 .ok_or_else(|| self.error(&at, &field("answer_start"), format!("expected a non-negative integer, found {start}")))?
                 as usize;
             let len = text.chars().count();
-            let found = char_bytes.get(start_char).zip(char_bytes.get(start_char + len)).map(|(&b0, &b1)| &context[b0..b1]);
+            let end = start_char.checked_add(len).and_then(|e| char_bytes.get(e));
+            let found = char_bytes.get(start_char).zip(end).map(|(&b0, &b1)| &context[b0..b1]);
             if found != Some(text) {
                 let what = match found {
                     None => format!("{start_char} + {len} characters runs past the context ({} characters)", char_bytes.len() - 1),

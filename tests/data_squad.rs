@@ -128,6 +128,8 @@ fn answer_not_at_its_offset_names_the_question() {
     let text = one_paragraph("Ann left.", r#"{"id": "q-far", "question": "Who?", "answers": [{"text": "left.", "answer_start": 7}]}"#);
     let e = parse_err(&text);
     assert!(e.contains("(question id `q-far`): field `answers[0].answer_start`: 7 + 5 characters runs past the context (9 characters)"), "{e}");
+    let text = one_paragraph("Ann left.", r#"{"id": "q-huge", "question": "Who?", "answers": [{"text": "Ann", "answer_start": 18446744073709551615}]}"#);
+    assert!(parse_err(&text).contains("(question id `q-huge`): field `answers[0].answer_start`: 18446744073709551615 + 3 characters runs past"));
     // A byte offset where a character offset belongs: "जल" is at character 4, byte 10.
     let text = one_paragraph("नदी जल", r#"{"id": "q-bytes", "question": "?", "answers": [{"text": "जल", "answer_start": 10}]}"#);
     assert!(parse_err(&text).contains("q-bytes"));
