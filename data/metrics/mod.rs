@@ -1,0 +1,3 @@
+//! Evaluation metrics, one benchmark's definition per module.
+
+pub mod squad;
