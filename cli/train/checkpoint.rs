@@ -16,13 +16,11 @@ use polyadapt::engine::tensor::Tensor;
 use polyadapt::models::weights::{sync_dir, write_atomic, write_safetensors, TensorData, Weights};
 use polyadapt::{Error, Result};
 
-/// What besides tensors a resumed run needs.
+/// What besides tensors a resumed run needs (the optimiser keeps its counters as tensors).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct TrainerState {
     /// Optimiser steps done.
     pub step: usize,
-    /// The optimiser's non-tensor state (its step counters), as it serialises it.
-    pub optimizer: serde_json::Value,
 }
 
 pub fn checkpoints_dir(run_dir: &Path) -> PathBuf {

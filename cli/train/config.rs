@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use polyadapt::models::peft::MethodsConfig;
 use polyadapt::{Error, Result};
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
@@ -19,6 +20,8 @@ pub struct Config {
     pub run: RunConfig,
     #[serde(default)]
     pub optim: OptimConfig,
+    /// Adaptation methods and their sizes (see `models/peft`): `[methods.lora]`,
+    /// `[methods.prefix]`, `[methods.prompt]`, `[methods.adapter]`, `[methods.fine_tune]`.
     #[serde(default)]
     pub methods: MethodsConfig,
     #[serde(default)]
@@ -120,88 +123,6 @@ impl Default for OptimConfig {
             clip_norm: 1.0,
         }
     }
-}
-
-#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct MethodsConfig {
-    pub lora: Option<LoraConfig>,
-    pub prefix: Option<PrefixConfig>,
-    pub prompt: Option<PromptConfig>,
-    pub adapter: Option<AdapterConfig>,
-    /// Full fine-tuning of the encoder body (embeddings frozen unless `embeddings`).
-    pub full: Option<FullConfig>,
-}
-
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct LoraConfig {
-    pub r: usize,
-    pub alpha: f32,
-    #[serde(default)]
-    pub dropout: f32,
-    /// Any of q, k, v, o, ffn_in, ffn_out.
-    pub targets: Vec<String>,
-    /// Layers to adapt (default: all).
-    #[serde(default)]
-    pub layers: Option<Vec<usize>>,
-}
-
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct PrefixConfig {
-    pub virtual_tokens: usize,
-    /// Hidden size of the reparameterisation MLP (0: a plain table).
-    #[serde(default)]
-    pub projection: usize,
-    #[serde(default)]
-    pub layers: Option<Vec<usize>>,
-    /// Shift real tokens' positions by the prefix length, as peft does on BERT.
-    #[serde(default = "default_true")]
-    pub peft_positions: bool,
-}
-
-fn default_true() -> bool {
-    true
-}
-
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct PromptConfig {
-    pub virtual_tokens: usize,
-    /// Initialise from the embeddings of this text's tokens instead of at random.
-    #[serde(default)]
-    pub init_text: Option<String>,
-}
-
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct AdapterConfig {
-    pub bottleneck: usize,
-    /// attention and/or ffn.
-    #[serde(default = "default_sites")]
-    pub sites: Vec<String>,
-    #[serde(default = "default_gelu")]
-    pub activation: String,
-}
-
-fn default_sites() -> Vec<String> {
-    vec!["attention".into(), "ffn".into()]
-}
-
-fn default_gelu() -> String {
-    "gelu".into()
-}
-
-#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct FullConfig {
-    /// Keep the lowest N layers frozen.
-    #[serde(default)]
-    pub freeze_layers: usize,
-    /// Train the embeddings too.
-    #[serde(default)]
-    pub embeddings: bool,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
@@ -333,20 +254,6 @@ impl Config {
             if t.kind == "pair" && t.labels.len() < 2 {
                 return err(&format!("tasks[{i}].labels"), "a classification task needs at least two labels".into());
             }
-        }
-        if let Some(l) = &self.methods.lora {
-            for (i, t) in l.targets.iter().enumerate() {
-                one_of(&format!("methods.lora.targets[{i}]"), t, &["q", "k", "v", "o", "ffn_in", "ffn_out"])?;
-            }
-            if l.r == 0 {
-                return err("methods.lora.r", "the rank must be at least 1".into());
-            }
-        }
-        if let Some(a) = &self.methods.adapter {
-            for (i, s) in a.sites.iter().enumerate() {
-                one_of(&format!("methods.adapter.sites[{i}]"), s, &["attention", "ffn"])?;
-            }
-            one_of("methods.adapter.activation", &a.activation, &["gelu", "relu"])?;
         }
         if let Some(a) = &self.align {
             one_of("align.distance", &a.distance, &["l2", "cosine"])?;
