@@ -52,6 +52,13 @@ impl PairTask {
                 keep.sort_unstable();
                 examples = keep.into_iter().map(|i| examples[i].clone()).collect();
             }
+            if examples.is_empty() {
+                return Err(polyadapt::Error::Usage(format!(
+                    "task `{}`: evaluation set {} has no pairs left (those sampled for training are not evaluated on)",
+                    cfg.name,
+                    e.path.display()
+                )));
+            }
             evals.push((data_name(e), e.lang.clone(), encode(tok, &examples, max_len)?));
         }
         let head = ClassifierHead::new(store, hidden, cfg.labels.len(), Pooling::First, seed)?;

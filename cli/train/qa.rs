@@ -48,6 +48,13 @@ impl QaTask {
                 let held_out: Vec<QaExample> = split.rest.iter().map(|&i| train_set.examples[i].clone()).collect();
                 examples = held_out.into_iter().take(limit.unwrap_or(usize::MAX)).collect();
             }
+            if examples.is_empty() {
+                return Err(Error::Usage(format!(
+                    "task `{}`: evaluation set {} has no questions left (those sampled for training are not evaluated on)",
+                    cfg.name,
+                    e.path.display()
+                )));
+            }
             let windows = build_windows(tok, &examples, &windows).with_context(|| format!("evaluation set {}", e.path.display()))?;
             evals.push(EvalSet { name: data_name(e), lang: e.lang.clone(), examples, windows });
         }
