@@ -238,17 +238,21 @@ def engine_hidden(model: str, adapter: Path, texts: Path, out: Path):
     return load_file(str(out))
 
 
-def compare(label: str, eng, peft_out, mask) -> float:
+def compare(label: str, eng, peft_out, mask, plain) -> float:
+    """Worst relative error over the layers (real tokens); also prints how far the adapter
+    moves the last layer from the plain model, to show the comparison can tell."""
     worst = 0.0
     real = mask.bool()
     errs = []
-    for k in sorted(peft_out, key=lambda s: (len(s), s)):
-        if not k.startswith("hidden."):
-            continue
+    keys = sorted((k for k in peft_out if k.startswith("hidden.")), key=lambda s: int(s.split(".")[1]))
+    for k in keys:
         e = rel_err(eng[k][real], peft_out[k][real])
         errs.append(f"{k.split('.')[1]}:{e:.1e}")
         worst = max(worst, e)
-    print(f"  {label:<42} worst {worst:.2e}   per layer {' '.join(errs)}")
+    moved = rel_err(eng[keys[-1]][real], plain[keys[-1]][real])
+    print(f"  {label:<26} worst {worst:.2e} (adapter moves the last layer by {moved:.2f})  per layer {' '.join(errs)}")
+    if moved < 1e-2:
+        raise RuntimeError(f"{label}: the adapter barely changes the output; the check would not tell")
     return worst
 
 
@@ -273,7 +277,7 @@ def real_check():
             qa = json.loads((folders_of(adir)[0] / "adapter_config.json").read_text()).get("task_type") == "QUESTION_ANS"
             model, drop = apply_adapter(load_base(hf_dir, qa), adir)
             eng = engine_hidden(name, adir, texts, work / f"{name}-{adir.name}.safetensors")
-            worst = max(worst, compare(f"engine-saved {adir.name}", eng, run(model, inputs, drop), inputs["attention_mask"]))
+            worst = max(worst, compare(f"engine-saved {adir.name}", eng, run(model, inputs, drop), inputs["attention_mask"], plain))
         # Adapters peft saved.
         cases = [("lora_qv", LoraConfig(task_type="FEATURE_EXTRACTION", r=8, lora_alpha=16, target_modules=["query", "value"]), 0.05),
                  ("prefix20", PrefixTuningConfig(task_type="FEATURE_EXTRACTION", num_virtual_tokens=20), 0.5),
@@ -290,7 +294,7 @@ def real_check():
             adir = work / "peft" / name / case
             model.save_pretrained(adir)
             eng = engine_hidden(name, adir, texts, work / f"{name}-peft-{case}.safetensors")
-            worst = max(worst, compare(f"peft-saved {case}", eng, want, inputs["attention_mask"]))
+            worst = max(worst, compare(f"peft-saved {case}", eng, want, inputs["attention_mask"], plain))
     print(f"worst relative error over all real-model cases: {worst:.2e} (limit {TOL_REAL:.0e})")
     if worst > TOL_REAL:
         raise SystemExit(1)
