@@ -114,7 +114,7 @@ fn lora_merge_equals_the_hook_and_unmerge_restores_the_weights_bit_for_bit() {
 #[test]
 fn prefix_only_training_keeps_nothing_before_the_first_attention() {
     let dir = real_model("all-minilm-l6-v2");
-    let (model, mut store) = load_model(&dir);
+    let (model, _) = load_model(&dir);
     let tok = TextTokenizer::from_file(&dir.join("tokenizer.json"), None).unwrap();
     let lines = polyadapt::data::text::read_lines(&fixtures_dir().join("texts_multilingual.txt")).unwrap();
     let b = tok.encode_batch(&lines[..4], model.max_tokens()).unwrap();
@@ -141,13 +141,12 @@ fn prefix_only_training_keeps_nothing_before_the_first_attention() {
         let l = polyadapt::engine::ops::sum_all(&mut tape, &out.hidden[0].1).unwrap();
         tape.backward(&l, &mut fresh).unwrap();
         assert_eq!(fresh.grad_buffers().0, a.params().len());
-        let _ = &mut store;
     }
 }
 
 #[test]
 fn combinations_through_hookset_equal_the_adaptation_and_train_every_tensor() {
-    let (model, mut store) = load_model(&fixtures_dir().join("tiny-xlmr"));
+    let (model, _) = load_model(&fixtures_dir().join("tiny-xlmr"));
     let b = batch_from(&read_safetensors(&fixtures_dir().join("tiny-xlmr/reference.safetensors")));
     let cases = [
         MethodsConfig { lora: Some(lora_all(None)), prefix: Some(PrefixConfig { virtual_tokens: 3, projection: Some(8), layers: None, peft_positions: true }), ..Default::default() },
@@ -185,7 +184,6 @@ fn combinations_through_hookset_equal_the_adaptation_and_train_every_tensor() {
             assert!(store.grad(id).unwrap().f32s().iter().any(|&g| g != 0.0), "case {i}: {} has a zero gradient", store.name(id));
         }
     }
-    let _ = &mut store;
 }
 
 #[test]
