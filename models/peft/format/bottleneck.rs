@@ -56,7 +56,15 @@ pub fn to_file(adapters: &Adapters, store: &ParamStore, opts: &SaveOptions, mode
     (config, tensors)
 }
 
-pub fn from_file(cfg: &ConfigFile, file: &AdapterFile, model: &BertConfig, store: &mut ParamStore, trainable: bool) -> Result<(Adapters, Vec<(String, Tensor)>, String)> {
+/// Bottleneck adapters read from a file: the module, its task-head tensors, and the model
+/// prefix the keys used.
+pub struct ReadAdapters {
+    pub adapters: Adapters,
+    pub heads: Vec<(String, Tensor)>,
+    pub model_prefix: String,
+}
+
+pub fn from_file(cfg: &ConfigFile, file: &AdapterFile, model: &BertConfig, store: &mut ParamStore, trainable: bool) -> Result<ReadAdapters> {
     let version = cfg.usize("polyadapt_format_version")?;
     if version != 1 {
         return Err(cfg.err("polyadapt_format_version", format!("{version}: this engine reads version 1")));
@@ -118,5 +126,5 @@ pub fn from_file(cfg: &ConfigFile, file: &AdapterFile, model: &BertConfig, store
         houlsby: cfg.bool_or("houlsby", false)?,
     };
     let adapters = Adapters::from_tensors(store, model, config, found, trainable).map_err(|e| e.context(format!("loading {}", cfg.path.display())))?;
-    Ok((adapters, heads, prefix))
+    Ok(ReadAdapters { adapters, heads, model_prefix: prefix })
 }

@@ -92,9 +92,7 @@ fn target_modules(lora: &Lora, num_layers: usize) -> Value {
     }
     let alternatives: Vec<String> = if product {
         let ls: Vec<String> = layers.iter().map(|l| l.to_string()).collect();
-        let mut ms: Vec<String> = lora.sites().iter().map(|s| esc(module_path(s.proj))).collect();
-        ms.dedup_by(|a, b| a == b);
-        let ms: BTreeSet<String> = ms.into_iter().collect();
+        let ms: BTreeSet<String> = lora.sites().iter().map(|s| esc(module_path(s.proj))).collect();
         vec![format!("({})\\.({})", ls.join("|"), ms.into_iter().collect::<Vec<_>>().join("|"))]
     } else {
         lora.sites().iter().map(|s| format!("{}\\.{}", s.layer, esc(module_path(s.proj)))).collect()

@@ -239,10 +239,10 @@ pub fn load(dir: &Path, store: &mut ParamStore, model: &BertConfig, trainable: b
                 if a.adapters.is_some() {
                     return Err(twice("bottleneck"));
                 }
-                let (ad, h, prefix) = bottleneck::from_file(&cfg, &file, model, store, trainable)?;
-                a.adapters = Some(ad);
-                out.model_prefix.get_or_insert(prefix);
-                h
+                let r = bottleneck::from_file(&cfg, &file, model, store, trainable)?;
+                a.adapters = Some(r.adapters);
+                out.model_prefix.get_or_insert(r.model_prefix);
+                r.heads
             }
             other => {
                 return Err(cfg.err(
