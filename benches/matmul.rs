@@ -248,12 +248,26 @@ fn bench(c: &mut Criterion) {
 /// The protocol of bench_matmul.py, for a like-for-like comparison: per shape and variant,
 /// 3 untimed calls, 20 timed, median and best, as JSON lines.
 fn bench_json() {
+    // Optional filters for quick comparisons: `POLYADAPT_BENCH_VARIANTS=bf16,f32`,
+    // `POLYADAPT_BENCH_SHAPES=4096x384x1536`; `POLYADAPT_BENCH_REPS` timed calls (default 20).
+    let wanted = |var: &str, what: &str| {
+        std::env::var(var)
+            .map(|v| v.split(',').any(|x| x.trim() == what))
+            .unwrap_or(true)
+    };
+    let reps: usize = std::env::var("POLYADAPT_BENCH_REPS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(20);
     for threads in thread_counts() {
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
             .build()
             .expect("rayon pool");
         for &(m, k, n) in &SHAPES {
+            if !wanted("POLYADAPT_BENCH_SHAPES", &format!("{m}x{k}x{n}")) {
+                continue;
+            }
             let a32 = values(m * k, 1);
             let b32 = values(k * n, 2);
             let a16: Vec<bf16> = a32.iter().map(|&v| bf16::from_f32(v)).collect();
@@ -280,6 +294,9 @@ fn bench_json() {
                 ),
             ];
             for (name, a, b, precision) in variants {
+                if !wanted("POLYADAPT_BENCH_VARIANTS", name) {
+                    continue;
+                }
                 let mut times: Vec<f64> = pool.install(|| {
                     let mut call = || {
                         gemm(
@@ -293,7 +310,7 @@ fn bench_json() {
                         )
                     };
                     (0..3).for_each(|_| call());
-                    (0..20)
+                    (0..reps)
                         .map(|_| {
                             let start = std::time::Instant::now();
                             call();

@@ -29,8 +29,10 @@ mod kernel_avx2;
 mod kernel_avx512;
 #[cfg(target_arch = "x86_64")]
 mod kernel_bf16;
+mod kernel_portable;
 mod kernels;
 mod pack;
+mod packed;
 #[cfg(target_arch = "x86_64")]
 mod pack_avx512;
 mod reference;
@@ -40,8 +42,16 @@ mod tests;
 mod tests_pack;
 
 pub(crate) use kernels::KernelPath;
+pub use packed::{gemm_packed, PackedB};
 
 use crate::engine::tensor::View;
+
+#[doc(hidden)]
+pub static GEMM_EXP: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+#[inline]
+pub(crate) fn exp() -> usize {
+    GEMM_EXP.load(std::sync::atomic::Ordering::Relaxed)
+}
 
 /// A read-only matrix view: element (i, j) is `data[offset + i * row_stride + j * col_stride]`.
 #[derive(Clone, Copy)]
@@ -176,10 +186,11 @@ fn last_index(m: &MatRef<'_>) -> Option<usize> {
     Some(last.unwrap_or(usize::MAX))
 }
 
-fn check_shapes(a: &MatRef<'_>, b: &MatRef<'_>, c: &MatMut<'_>) {
-    assert_eq!(a.cols, b.rows, "gemm: inner dimensions differ");
+/// Panics unless `A (m x k) * B (k x n)` fits C and the views stay inside their data.
+fn check_shapes(a: &MatRef<'_>, (b_rows, b_cols): (usize, usize), c: &MatMut<'_>) {
+    assert_eq!(a.cols, b_rows, "gemm: inner dimensions differ");
     assert_eq!(c.rows, a.rows, "gemm: output rows");
-    assert_eq!(c.cols, b.cols, "gemm: output columns");
+    assert_eq!(c.cols, b_cols, "gemm: output columns");
     if c.rows > 0 && c.cols > 0 {
         assert!(
             c.rows == 1 || c.row_stride >= c.cols,
@@ -190,14 +201,32 @@ fn check_shapes(a: &MatRef<'_>, b: &MatRef<'_>, c: &MatMut<'_>) {
             "gemm: output too short"
         );
     }
-    for (name, m) in [("A", a), ("B", b)] {
-        if let Some(last) = last_index(m) {
-            assert!(
-                last < m.data.len(),
-                "gemm: view of {name} reaches past its data"
-            );
-        }
+}
+
+fn check_view(name: &str, m: &MatRef<'_>) {
+    if let Some(last) = last_index(m) {
+        assert!(
+            last < m.data.len(),
+            "gemm: view of {name} reaches past its data"
+        );
     }
+}
+
+/// Handles the products with nothing to compute: an empty C (nothing to write) or k = 0
+/// (C = 0, or unchanged when accumulating). Returns whether it did.
+fn trivial(k: usize, accumulate: bool, c: &mut MatMut<'_>) -> bool {
+    if c.rows == 0 || c.cols == 0 {
+        return true;
+    }
+    if k == 0 {
+        if !accumulate {
+            for row in c.data.chunks_mut(c.row_stride.max(1)).take(c.rows) {
+                row[..c.cols].fill(0.0);
+            }
+        }
+        return true;
+    }
+    false
 }
 
 /// [`gemm`] on a chosen kernel path (tests force each path the CPU supports).
@@ -208,54 +237,47 @@ pub(crate) fn gemm_with(
     a: MatRef<'_>,
     b: MatRef<'_>,
     accumulate: bool,
-    c: MatMut<'_>,
+    mut c: MatMut<'_>,
     precision: Precision,
     parallel: bool,
 ) {
-    check_shapes(&a, &b, &c);
+    check_shapes(&a, (b.rows, b.cols), &c);
+    check_view("A", &a);
+    check_view("B", &b);
     assert!(path.supported(), "gemm: this CPU cannot run {path:?}");
     assert!(
         path != KernelPath::Avx512Bf16 || precision == Precision::Bf16,
         "gemm: {path:?} is bf16 only"
     );
-    if c.rows == 0 || c.cols == 0 {
+    if trivial(a.cols, accumulate, &mut c) {
         return;
     }
-    if a.cols == 0 {
-        if !accumulate {
-            for row in c.data.chunks_mut(c.row_stride.max(1)).take(c.rows) {
-                row[..c.cols].fill(0.0);
-            }
-        }
-        return;
+    if path == KernelPath::Reference {
+        return reference::gemm(alpha, a, b, accumulate, c, precision, parallel);
     }
-    #[cfg(target_arch = "x86_64")]
-    let round = precision == Precision::Bf16;
-    match path {
-        #[cfg(target_arch = "x86_64")]
-        KernelPath::Avx512Bf16 => {
-            driver::run(&kernels::Avx512Bf16, alpha, &a, &b, accumulate, c, parallel)
-        }
-        #[cfg(target_arch = "x86_64")]
-        KernelPath::Avx512 => driver::run(
-            &kernels::Avx512F32 { round },
-            alpha,
-            &a,
-            &b,
-            accumulate,
-            c,
-            parallel,
-        ),
-        #[cfg(target_arch = "x86_64")]
-        KernelPath::Avx2 => driver::run(
-            &kernels::Avx2F32 { round },
-            alpha,
-            &a,
-            &b,
-            accumulate,
-            c,
-            parallel,
-        ),
-        _ => reference::gemm(alpha, a, b, accumulate, c, precision, parallel),
+    struct Run<'a, 'c> {
+        alpha: f32,
+        a: MatRef<'a>,
+        b: MatRef<'a>,
+        accumulate: bool,
+        c: MatMut<'c>,
+        parallel: bool,
     }
+    impl kernels::WithKernel for Run<'_, '_> {
+        type Out = ();
+        fn call<K: driver::MicroKernel>(self, kern: &K) {
+            let b = driver::BSource::Pack(pack::Operand::cols_of(&self.b));
+            let n = self.b.cols;
+            driver::run(kern, self.alpha, &self.a, b, n, self.accumulate, self.c, self.parallel)
+        }
+    }
+    let run = Run {
+        alpha,
+        a,
+        b,
+        accumulate,
+        c,
+        parallel,
+    };
+    kernels::with_kernel(path, precision, run).expect("every path but Reference has a kernel");
 }
