@@ -40,6 +40,8 @@ mod reference;
 mod tests;
 #[cfg(test)]
 mod tests_pack;
+#[cfg(test)]
+mod tests_packed;
 
 pub(crate) use kernels::KernelPath;
 pub use packed::{gemm_packed, PackedB};

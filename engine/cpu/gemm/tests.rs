@@ -4,7 +4,9 @@
 //!
 //! Tolerance: a sum of k products computed with at most k + 4 roundings (k in the kernel, one
 //! per KC block, alpha and the final add) is within (k + 4) * 2^-24 * sum |alpha * a * b| of the
-//! exact sum; we allow twice that, plus 2^-23 * |C before| when accumulating.
+//! exact sum; we allow twice that, plus 2^-23 * |C before| when accumulating. (Where a kernel
+//! multiplies and adds separately, the k product roundings add at most 2^-24 * sum |a * b|,
+//! which the factor two covers.)
 
 use half::{bf16, f16};
 
@@ -12,11 +14,13 @@ use super::{gemm_with, KernelPath, MatMut, MatRef, Precision};
 use crate::engine::rng::Rng;
 use crate::engine::tensor::View;
 
-const PATHS: [KernelPath; 4] = [
+/// Every path, including the reference loops themselves (the f64 product is the oracle).
+const PATHS: [KernelPath; 5] = [
     KernelPath::Avx512Bf16,
     KernelPath::Avx512,
     KernelPath::Avx2,
     KernelPath::Portable,
+    KernelPath::Reference,
 ];
 
 /// Owned storage of one dtype, for building views.
