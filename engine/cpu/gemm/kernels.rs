@@ -18,19 +18,28 @@ use super::driver::{CTile, MicroKernel};
 use super::pack::{self, Operand, PanelSpec};
 use super::Precision;
 
-/// A way to compute the product; `best` picks the fastest this CPU supports.
+/// A way to compute the product; `best` picks the fastest this CPU supports (the one [`gemm`]
+/// uses). [`gemm_with`] forces one, for tests and benchmarks.
+///
+/// [`gemm`]: super::gemm
+/// [`gemm_with`]: super::gemm_with
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum KernelPath {
+pub enum KernelPath {
+    /// VDPBF16PS on bf16 pair panels (Precision::Bf16 only).
     Avx512Bf16,
+    /// The 14 x 32 AVX-512 f32 kernel.
     Avx512,
+    /// The 6 x 16 AVX2 + FMA f32 kernel.
     Avx2,
+    /// The plain-Rust packed kernel, vectorised by the compiler (any CPU).
     Portable,
+    /// The unblocked loops of the test oracle; never chosen by `best`.
     Reference,
 }
 
 impl KernelPath {
     /// The fastest path for `precision` on this CPU.
-    pub(crate) fn best(precision: Precision) -> Self {
+    pub fn best(precision: Precision) -> Self {
         if precision == Precision::Bf16 && Self::Avx512Bf16.supported() {
             Self::Avx512Bf16
         } else if Self::Avx512.supported() {
@@ -43,7 +52,7 @@ impl KernelPath {
     }
 
     /// Whether this CPU can run the path.
-    pub(crate) fn supported(self) -> bool {
+    pub fn supported(self) -> bool {
         #[cfg(target_arch = "x86_64")]
         {
             match self {

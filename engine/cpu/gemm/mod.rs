@@ -43,7 +43,7 @@ mod tests_pack;
 #[cfg(test)]
 mod tests_packed;
 
-pub(crate) use kernels::KernelPath;
+pub use kernels::KernelPath;
 pub use packed::{gemm_packed, PackedB};
 
 use crate::engine::tensor::View;
@@ -231,9 +231,10 @@ fn trivial(k: usize, accumulate: bool, c: &mut MatMut<'_>) -> bool {
     false
 }
 
-/// [`gemm`] on a chosen kernel path (tests force each path the CPU supports).
+/// [`gemm`] on a chosen kernel path (tests and benchmarks force each path the CPU supports).
+/// Panics if this CPU cannot run `path` (see [`KernelPath::supported`]).
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn gemm_with(
+pub fn gemm_with(
     path: KernelPath,
     alpha: f32,
     a: MatRef<'_>,
