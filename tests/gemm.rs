@@ -111,10 +111,11 @@ struct Case {
 
 fn dims() -> impl Strategy<Value = (usize, usize, usize)> {
     let small = 0usize..=40;
-    // Odd sizes around the tile shapes (14 x 32, 6 x 16) and the k blocks (384, 768).
+    // Odd sizes around the tile shapes (14 x 32, 6 x 16, 4 x 8) and the k blocks (256, 512,
+    // 1024).
     let rows_near_tiles = prop::sample::select(vec![1usize, 7, 13, 14, 15, 29, 33, 63, 65]);
     let cols_near_tiles = prop::sample::select(vec![1usize, 15, 16, 17, 31, 32, 33, 47, 97]);
-    let depth_near_blocks = prop::sample::select(vec![383usize, 384, 385, 767, 769, 1537]);
+    let depth_near_blocks = prop::sample::select(vec![255usize, 257, 511, 513, 1023, 1025, 1537]);
     // Attention-sized products.
     let (rows_attn, cols_attn) = (
         prop::sample::select(vec![64usize, 70, 300]),

@@ -1,19 +1,22 @@
 //! The blocked driver (BLIS style): cache blocking, packing, and the split among threads.
 //!
 //! Loops, outermost first, for `C[m x n] (+)= alpha * A[m x k] * B[k x n]`:
-//! 1. `n` in blocks of `NCO` columns and `m` in blocks of `MCO` rows: bound the packing buffers
-//!    (they are reused per thread, so large products do not page-fault fresh memory each call);
-//! 2. `k` in blocks of `KC`: pack the A block (`MCO x KC`, MR-row panels, shared by all
-//!    threads, L3-resident) and the B block (`KC x NCO`, NR-column panels);
-//! 3. tasks over a grid of (row chunk, column chunk) of the block, column chunks at most `NC`
+//! 1. `n` in blocks of `NCO` columns: bounds the B buffer (buffers are reused per thread, so
+//!    large products do not page-fault fresh memory each call);
+//! 2. `k` in blocks of `KC`: pack the B block (`KC x NCO`, NR-column panels) once, or take it
+//!    from a prepacked B (`packed.rs`);
+//! 3. `m` in blocks of `MCO` rows: pack the A block (`MCO x KC`, MR-row panels, shared by all
+//!    threads, L3-resident);
+//! 4. tasks over a grid of (row chunk, column chunk) of the block, column chunks at most `NC`
 //!    wide so a chunk's B panels (`KC x NC`) stay in a core's L2 while its A panels stream;
-//! 4. in a task: for each A panel (kept in L1), for each B panel: the micro-kernel on one tile.
+//! 5. in a task: for each A panel (kept in L1), for each B panel: the micro-kernel on one tile.
 //!
 //! The first `k` block writes C (`alpha * AB`, or adds it to C when accumulating), later blocks
 //! add to it. Every element of C therefore sees the same sequence of operations, KC block by
-//! KC block and k in order inside the kernel, whatever the number of threads and whether the
-//! product runs in parallel: results are bit-identical across thread counts. Tasks write
-//! disjoint tiles of C; rayon balances them (there are several per thread).
+//! KC block and k in order inside the kernel, whatever the number of threads, whether the
+//! product runs in parallel and whether B was prepacked: results are bit-identical across
+//! thread counts. Tasks write disjoint tiles of C; rayon balances them (there are several per
+//! thread).
 
 use rayon::prelude::*;
 
@@ -126,19 +129,15 @@ pub(crate) struct Blocking {
 
 impl Blocking {
     pub(crate) fn new<K: MicroKernel>(m: usize, n: usize, depth: usize) -> Self {
-        let e = super::exp();
-        let mco_max = if e & 1 != 0 { 2 * K::MCO } else { K::MCO };
-        let kc_max = if e & 2 != 0 && K::KC == 768 { 1024 } else { K::KC };
-        let nc = if e & 2 != 0 && K::KC == 768 { 256 } else { K::NC };
         Blocking {
-            // Outer blocks of equal size in whole panels (m = 2048 is one block of 2058 rows
-            // rather than 2044 + a sliver of 4 that would repack all of B for 4 rows).
-            mco: chunk_len(m, m.div_ceil(mco_max), K::MR),
+            // Outer blocks of equal size in whole panels (m = 4100 is two blocks of 2058 rows
+            // rather than 4088 + a sliver of 12).
+            mco: chunk_len(m, m.div_ceil(K::MCO), K::MR),
             nco: chunk_len(n, n.div_ceil(K::NCO), K::NR),
-            // k blocks of equal depth: k = 2048 is 6 x 342 rather than 5 x 384 + a 128 sliver
-            // whose tiles spend more on C than on k.
-            kc: chunk_len(depth, depth.div_ceil(kc_max), 2),
-            nc,
+            // k blocks of equal depth: k = 1536 is 3 x 512 in f32 rather than 2 x 640 + 256, a
+            // sliver whose tiles spend more on C than on k.
+            kc: chunk_len(depth, depth.div_ceil(K::KC), 2),
+            nc: K::NC,
         }
     }
 

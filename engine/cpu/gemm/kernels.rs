@@ -11,8 +11,13 @@
 //! operands to bf16, and the products of bf16 values are exact in f32.
 //!
 //! Blocking for Zen 4 (32 KiB L1d, 1 MiB L2 per core, 32 MiB shared L3): an A panel
-//! (MR x KC, 21 KiB for f32 at KC = 384) stays in L1 while the B panels of a task's column
-//! chunk (KC x NC, 480 KiB) stay in L2; the packed A block (MCO x KC, 3 MiB) lives in L3.
+//! (MR x KC, 28 KiB for f32 at KC = 512 and for bf16 at KC = 1024) is reused from L1 (or L2,
+//! which feeds the 14 broadcasts per step easily) while the B panels of a task's column chunk
+//! (KC x NC, 512 KiB) stay in L2; the packed A block (up to MCO x KC, 8 MiB) lives in L3. A
+//! deep KC means fewer passes over C (k = 2048 is 2 blocks in bf16, 4 in f32), which is what
+//! costs when C does not fit in the caches; MCO = 4096 keeps the products of a training step
+//! (up to 4096 tokens) in one row block, so each k block is one pack phase and one compute
+//! phase.
 
 use super::driver::{CTile, MicroKernel};
 use super::pack::{self, Operand, PanelSpec};
@@ -113,9 +118,9 @@ impl MicroKernel for Avx512F32 {
     type Packed = f32;
     const MR: usize = super::kernel_avx512::MR;
     const NR: usize = super::kernel_avx512::NR;
-    const KC: usize = 384;
-    const NC: usize = 320;
-    const MCO: usize = 2048;
+    const KC: usize = 512;
+    const NC: usize = 256;
+    const MCO: usize = 4096;
     const NCO: usize = 2048;
 
     fn panel_len(dc: usize, width: usize) -> usize {
@@ -142,9 +147,9 @@ impl MicroKernel for Avx512Bf16 {
     type Packed = u16;
     const MR: usize = super::kernel_bf16::MR;
     const NR: usize = super::kernel_bf16::NR;
-    const KC: usize = 768;
-    const NC: usize = 320;
-    const MCO: usize = 2048;
+    const KC: usize = 1024;
+    const NC: usize = 256;
+    const MCO: usize = 4096;
     const NCO: usize = 2048;
 
     fn panel_len(dc: usize, width: usize) -> usize {

@@ -13,13 +13,18 @@
 //! Small products (under about 4M multiply-adds) run on the calling thread even when
 //! `parallel` is set.
 //!
+//! Frozen weights: [`PackedB::new`] packs a B once (for the kernel and blocking `gemm` would
+//! use) and [`gemm_packed`] multiplies by it without repacking, bit-identical to `gemm`.
+//!
 //! Implementation (BLIS style): `pack.rs` copies blocks of A and B into MR-row and NR-column
 //! panels, converting the stored type (`pack_avx512.rs`: its AVX-512 transposes and
 //! conversions); `driver.rs` blocks for the caches and splits tiles among rayon threads, with
 //! its packing buffers kept per thread (`buffer.rs`); `kernel_avx512.rs` (f32, 14 x 32),
-//! `kernel_bf16.rs` (VDPBF16PS, 14 x 32) and `kernel_avx2.rs` (f32, 6 x 16) compute one tile;
-//! `kernels.rs` picks the path the CPU supports at run time; `reference.rs` is the portable
-//! fallback and the test oracle. Measured speed: BENCHMARKS.md, "Matrix product (CPU)".
+//! `kernel_bf16.rs` (VDPBF16PS, 14 x 32), `kernel_avx2.rs` (f32, 6 x 16) and
+//! `kernel_portable.rs` (plain Rust, vectorised by the compiler, for any other CPU) compute one
+//! tile; `kernels.rs` picks the path the CPU supports at run time; `packed.rs` holds prepacked
+//! B; `reference.rs` is the unblocked test oracle. Measured speed: BENCHMARKS.md, "Matrix
+//! product (CPU)".
 
 mod buffer;
 mod driver;
@@ -47,13 +52,6 @@ pub use kernels::KernelPath;
 pub use packed::{gemm_packed, PackedB};
 
 use crate::engine::tensor::View;
-
-#[doc(hidden)]
-pub static GEMM_EXP: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-#[inline]
-pub(crate) fn exp() -> usize {
-    GEMM_EXP.load(std::sync::atomic::Ordering::Relaxed)
-}
 
 /// A read-only matrix view: element (i, j) is `data[offset + i * row_stride + j * col_stride]`.
 #[derive(Clone, Copy)]
