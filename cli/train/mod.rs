@@ -62,6 +62,8 @@ pub fn run(args: Args) -> Result<()> {
         let _ = rayon::ThreadPoolBuilder::new().num_threads(cfg.run.threads).build_global();
     }
     let mut s = setup::setup(cfg)?;
+    // The tokenizer and the raw data are gone: give their memory back before training.
+    polyadapt::engine::memory::release_free_memory();
     let total = s.total_steps;
     let start = match args.resume.as_ref().and_then(|d| checkpoint::list(d).ok()?.last().copied()) {
         Some(step) => {

@@ -19,3 +19,4 @@ pub mod reduce;
 pub mod rows;
 pub mod segment_ce;
 pub mod softmax;
+pub mod vmath;

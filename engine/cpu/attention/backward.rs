@@ -8,6 +8,7 @@ use rayon::prelude::*;
 
 use super::{scores, AttnDims, AttnGrads, AttnInputs, AttnNeeds, Heads, Q_BLOCK};
 use crate::engine::cpu::gemm::{gemm, MatMut, MatRef, Precision};
+use crate::engine::cpu::vmath;
 use crate::engine::tensor::View;
 
 /// One (sequence, kv head) unit's gradients: `dq` for its `rep` query heads
@@ -72,9 +73,12 @@ fn unit_backward(
             scores(hs, b, h, t0, n, &mut probs, p);
             for i in 0..n {
                 let m = lse[h * q_rows + q0 + t0 + i];
-                for v in &mut probs[i * l..(i + 1) * l] {
-                    // exp(-inf - m) = 0 for masked keys; a row that saw nothing has m = -inf.
-                    *v = if m == f32::NEG_INFINITY { 0.0 } else { (*v - m).exp() };
+                let row = &mut probs[i * l..(i + 1) * l];
+                // exp(-inf - m) = 0 for masked keys; a row that saw nothing has m = -inf.
+                if m == f32::NEG_INFINITY {
+                    row.fill(0.0);
+                } else {
+                    vmath::exp_shifted_sum(row, m);
                 }
             }
             let row0 = (q0 + t0) * w + h * hd;

@@ -5,6 +5,7 @@ use rayon::prelude::*;
 
 use super::{scores, AttnDims, AttnInputs, Heads, Q_BLOCK};
 use crate::engine::cpu::gemm::{gemm, MatMut, MatRef, Precision};
+use crate::engine::cpu::vmath;
 use crate::engine::tensor::View;
 
 /// `out[n x d] (row stride w) = p[n x L] [pv ; v]` for sequence `b`, kv head `g`.
@@ -94,11 +95,7 @@ fn softmax_row(row: &mut [f32]) -> f32 {
         row.fill(0.0);
         return f32::NEG_INFINITY;
     }
-    let mut z = 0.0f32;
-    for v in row.iter_mut() {
-        *v = (*v - m).exp();
-        z += *v;
-    }
+    let z = vmath::exp_shifted_sum(row, m);
     let inv = 1.0 / z;
     row.iter_mut().for_each(|v| *v *= inv);
     m + z.ln()
