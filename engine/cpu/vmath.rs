@@ -136,7 +136,7 @@ pub fn simd<R>(f: impl FnOnce() -> R) -> R {
         use std::sync::OnceLock;
         static LEVEL: OnceLock<u8> = OnceLock::new();
         let level = *LEVEL.get_or_init(|| {
-            if std::arch::is_x86_feature_detected!("avx512f") {
+            if std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("avx512dq") {
                 2
             } else if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
                 1
@@ -155,7 +155,7 @@ pub fn simd<R>(f: impl FnOnce() -> R) -> R {
 }
 
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx2,fma")]
+#[target_feature(enable = "avx512f,avx512dq,avx2,fma")]
 unsafe fn run_avx512<R>(f: impl FnOnce() -> R) -> R {
     f()
 }
