@@ -107,13 +107,15 @@ fn methods(method: &str, vt: usize) -> MethodsConfig {
     toml::from_str(&text).unwrap_or_else(|e| panic!("methods of {method}: {e}"))
 }
 
+/// A field of /proc/self/status in MiB.
+fn status_mib(name: &str) -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status.lines().find(|l| l.starts_with(name)).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse::<f64>().ok()).map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
 /// (VmRSS, VmHWM) in MiB: current and peak resident memory (VmHWM is what `ru_maxrss` reports).
 fn rss_mib() -> (f64, f64) {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let field = |name: &str| {
-        status.lines().find(|l| l.starts_with(name)).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse::<f64>().ok()).map_or(f64::NAN, |kb| kb / 1024.0)
-    };
-    (field("VmRSS:"), field("VmHWM:"))
+    (status_mib("VmRSS:"), status_mib("VmHWM:"))
 }
 
 fn median(v: &[f64]) -> f64 {
@@ -164,8 +166,13 @@ fn main() {
     let real_tokens: usize = first.iter().map(|w| w.len()).sum();
     let inside = first.iter().filter(|w| w.has_answer()).count();
 
+    let (rss_before_steps, _) = rss_mib();
     let mut optim = AdamW::new(AdamWConfig { lr: 1e-4, ..AdamWConfig::default() }).expect("AdamW");
     let mut batch_tokens = Vec::new();
+    // Activations the tape keeps for backward, per step (measured after the timing point).
+    let mut saved_mib = Vec::new();
+    let mut rss_forward = Vec::new();
+    let mut rss_forward_file: f64 = 0.0;
     let (mut fwd, mut bwd, mut opt, mut step_t, mut losses) = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for (i, chunk) in first.chunks(a.batch).enumerate() {
         let refs: Vec<&QaWindow> = chunk.iter().collect();
@@ -189,6 +196,9 @@ fn main() {
             let loss = head.loss(&mut tape, &logits, &out.packing.offsets, &targets).expect("loss");
             losses.push(loss.value().f32s()[0]);
             t1 = Instant::now();
+            saved_mib.push(tape.stats().saved_activation_bytes as f64 / (1 << 20) as f64);
+            rss_forward.push(rss_mib().0);
+            rss_forward_file = rss_forward_file.max(status_mib("RssFile:"));
             tape.backward(&loss, &mut store).expect("backward");
             t2 = Instant::now();
             optim.step(&mut store, 1e-4).expect("AdamW step");
@@ -213,12 +223,15 @@ fn main() {
         "answers_inside_window": format!("{inside}/{}", first.len()),
         "real_tokens_per_batch": real_tokens as f64 / n_steps as f64,
         "params_trainable": store.trainable_numel(),
-        "rss_start_mb": rss_start, "rss_after_model_mb": rss_model,
+        "rss_start_mb": rss_start, "rss_after_model_mb": rss_model, "rss_before_steps_mb": rss_before_steps,
         "step_s_median": med,
         "step_s_min": step_t.iter().cloned().fold(f64::INFINITY, f64::min),
         "step_s_max": step_t.iter().cloned().fold(0.0, f64::max),
         "step_s_all": step_t,
         "batch_tokens": batch_tokens,
+        "saved_activations_mib_max": saved_mib.iter().cloned().fold(0.0, f64::max),
+        "rss_after_forward_mb_max": rss_forward.iter().cloned().fold(0.0, f64::max),
+        "rss_file_backed_after_forward_mb_max": rss_forward_file,
         "fwd_s_all": fwd,
         "fwd_s_median": median(&fwd), "bwd_s_median": median(&bwd), "opt_s_median": median(&opt),
         "examples_per_s": a.batch as f64 / med,

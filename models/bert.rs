@@ -33,6 +33,9 @@ use crate::models::weights::Weights;
 #[derive(Clone, Copy, Debug)]
 pub struct LoadOptions {
     /// Storage of the frozen weights: F32 maps the file in place when it is f32; BF16/F16 copy.
+    /// The word-embedding table always keeps the file's storage: a gather reads only the rows of
+    /// the tokens it sees, so the mapped table stays mostly on disk, where a converted copy
+    /// (multilingual-e5: 250k x 384) would be resident in full.
     pub dtype: DType,
     pub precision: Precision,
 }
@@ -129,6 +132,8 @@ impl BertModel {
     pub fn from_weights(config: BertConfig, w: &Weights, store: &mut ParamStore, opts: LoadOptions) -> Result<BertModel> {
         let c = &config;
         let (h, f) = (c.hidden_size, c.intermediate_size);
+        let word_name = "embeddings.word_embeddings.weight";
+        let word = store.add(word_name.to_string(), w.get_any(word_name, &[c.vocab_size, h])?, false)?;
         let mut get = |name: String, shape: &[usize]| -> Result<ParamId> {
             let t = w.get_any(&name, shape)?;
             let t = if t.dtype() == opts.dtype { t } else { t.to_dtype(opts.dtype) };
@@ -137,7 +142,6 @@ impl BertModel {
         let norm = |prefix: &str, get: &mut dyn FnMut(String, &[usize]) -> Result<ParamId>| -> Result<Norm> {
             Ok(Norm { w: get(format!("{prefix}.weight"), &[h])?, b: get(format!("{prefix}.bias"), &[h])? })
         };
-        let word = get("embeddings.word_embeddings.weight".into(), &[c.vocab_size, h])?;
         let pos = get("embeddings.position_embeddings.weight".into(), &[c.max_position_embeddings, h])?;
         let ty = get("embeddings.token_type_embeddings.weight".into(), &[c.type_vocab_size, h])?;
         let emb_norm = norm("embeddings.LayerNorm", &mut get)?;
