@@ -32,6 +32,10 @@ use polyadapt::models::fetch::{default_cache_dir, fetch_model};
 use polyadapt::models::heads::QaHead;
 use polyadapt::models::peft::{Adaptation, MethodsConfig};
 
+// As engine-train: see `engine::memory`.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 struct Args {
     model: String,
     method: String,
@@ -129,6 +133,7 @@ fn median(v: &[f64]) -> f64 {
 }
 
 fn main() {
+    polyadapt::engine::memory::configure();
     let a = parse_args();
     rayon::ThreadPoolBuilder::new().num_threads(a.threads).build_global().expect("thread pool");
     let name = match a.model.as_str() {
