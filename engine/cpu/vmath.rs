@@ -16,9 +16,8 @@
 //! to cancellation, within a relative 2e-4 down to x = -5.6. (PyTorch's vectorised CPU `erf`,
 //! Abramowitz-Stegun 7.1.26, is within 1.5e-7.)
 //! Coefficients: Cephes `expf` (Cody-Waite reduction, degree-6 polynomial); for `erf`, the
-//! minimax polynomials of Arm's optimized-routines `erff` (their f32 values, written out in
-//! decimal) (`|x| < 0.921875`: `x + x P(x^2)`;
-//! `0.921875 <= |x| < 4`: `1 - exp(-(|x| + |x| Q(|x|)))`).
+//! minimax polynomials of Arm's optimized-routines `erff`, their f32 values written in decimal:
+//! `x + x P(x^2)` for `|x| < 0.921875`, `1 - exp(-(|x| + |x| Q(|x|)))` up to 4.
 
 /// Above this `exp` overflows to infinity.
 const EXP_HI: f32 = 88.722_84;
