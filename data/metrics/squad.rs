@@ -66,7 +66,7 @@ fn remove_articles(text: &str) -> String {
 
 /// Python's `str.split()`: runs of Unicode whitespace, plus the information separators
 /// U+001C..U+001F that Python also counts.
-fn split_python(text: &str) -> impl Iterator<Item = &str> {
+pub(crate) fn split_python(text: &str) -> impl Iterator<Item = &str> {
     text.split(|c: char| c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c)).filter(|t| !t.is_empty())
 }
 
