@@ -2,6 +2,7 @@
 
 mod fetch_model;
 mod hidden;
+mod score;
 pub(crate) mod model_arg;
 mod train;
 
@@ -24,6 +25,8 @@ enum Command {
     Hidden(hidden::Args),
     /// Train adaptation modules from a TOML configuration, or resume a killed run.
     Train(train::Args),
+    /// Score predictions made elsewhere (SQuAD or MLQA EM/F1, accuracy); the last line is JSON.
+    Score(score::Args),
 }
 
 pub fn run(cli: Cli) -> Result<()> {
@@ -31,5 +34,6 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::FetchModel(a) => fetch_model::run(a),
         Command::Hidden(a) => hidden::run(a),
         Command::Train(a) => train::run(a),
+        Command::Score(a) => score::run(a),
     }
 }

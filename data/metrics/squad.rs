@@ -121,6 +121,13 @@ pub struct SquadScores {
 /// truths, times 100. `predictions[i]` answers the question with `ground_truths[i]`; every
 /// question needs at least one ground truth (the official script fails on none).
 pub fn evaluate(predictions: &[String], ground_truths: &[Vec<String>], norm: &dyn AnswerNormalizer) -> Result<SquadScores> {
+    let answered: Vec<Option<&str>> = predictions.iter().map(|p| Some(p.as_str())).collect();
+    evaluate_answered(&answered, ground_truths, norm)
+}
+
+/// [`evaluate`] where some questions may have no prediction: as in the official script, such a
+/// question counts in the total and scores 0.
+pub fn evaluate_answered(predictions: &[Option<&str>], ground_truths: &[Vec<String>], norm: &dyn AnswerNormalizer) -> Result<SquadScores> {
     if predictions.len() != ground_truths.len() {
         return Err(Error::shape("squad evaluate", format!("{} predictions for {} questions", predictions.len(), ground_truths.len())));
     }
@@ -133,8 +140,10 @@ pub fn evaluate(predictions: &[String], ground_truths: &[Vec<String>], norm: &dy
     // Summed in question order like the script, so the result is bit-identical.
     let (mut em, mut f1_sum) = (0usize, 0.0f64);
     for (p, g) in predictions.iter().zip(ground_truths) {
-        em += best_exact_match(p, g, norm) as usize;
-        f1_sum += best_f1(p, g, norm);
+        if let Some(p) = p {
+            em += best_exact_match(p, g, norm) as usize;
+            f1_sum += best_f1(p, g, norm);
+        }
     }
     let total = predictions.len() as f64;
     Ok(SquadScores { exact_match: 100.0 * em as f64 / total, f1: 100.0 * f1_sum / total, count: predictions.len() })
