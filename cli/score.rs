@@ -6,11 +6,14 @@
 //!   dataset; EM and F1 of the official SQuAD v1.1 script. A question without a prediction
 //!   scores 0, as there.
 //! - `mlqa`: the same with MLQA's normalisation for the answers' language (`--lang`).
+//! - `bleu`: one hypothesis / one reference per line (UTF-8); corpus BLEU as sacrebleu 2.x's
+//!   `corpus_bleu` computes it by default.
 //! - `accuracy`: one label per line in each file, compared as strings.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+use polyadapt::data::metrics::bleu::corpus_bleu;
 use polyadapt::data::metrics::mlqa::{MlqaLang, MlqaNormalizer};
 use polyadapt::data::metrics::squad::{evaluate_answered, AnswerNormalizer, SquadV1Normalizer};
 use polyadapt::data::squad::{read_squad, BadRecords};
@@ -20,6 +23,7 @@ use polyadapt::{Error, Result};
 pub enum Metric {
     Squad,
     Mlqa,
+    Bleu,
     Accuracy,
 }
 
@@ -50,6 +54,7 @@ pub fn run(args: Args) -> Result<()> {
             let lang = args.lang.as_deref().ok_or_else(|| Error::Usage("--metric mlqa needs --lang (en, es, hi, vi, de, ar or zh)".into()))?;
             qa_scores(&args.pred, &args.reference, &MlqaNormalizer { lang: MlqaLang::parse(lang)? })?
         }
+        Metric::Bleu => bleu(&args.pred, &args.reference)?,
         Metric::Accuracy => accuracy(&args.pred, &args.reference)?,
     };
     println!("{json}");
@@ -83,6 +88,22 @@ fn qa_scores(pred: &Path, reference: &Path, norm: &dyn AnswerNormalizer) -> Resu
 fn lines(path: &Path) -> Result<Vec<String>> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io("cannot read", path, e))?;
     Ok(text.lines().map(|l| l.strip_suffix('\r').unwrap_or(l).to_string()).collect())
+}
+
+fn bleu(pred: &Path, reference: &Path) -> Result<serde_json::Value> {
+    let (h, r) = (lines(pred)?, lines(reference)?);
+    if h.len() != r.len() {
+        return Err(Error::Usage(format!(
+            "{} has {} lines but {} has {}: one hypothesis / one reference per line",
+            pred.display(),
+            h.len(),
+            reference.display(),
+            r.len()
+        )));
+    }
+    let b = corpus_bleu(&h, &r)?;
+    eprintln!("{} segments; n-gram matches {:?} of {:?}; lengths {} / {}", h.len(), b.counts, b.totals, b.sys_len, b.ref_len);
+    Ok(serde_json::json!({ "bleu": b.score }))
 }
 
 fn accuracy(pred: &Path, reference: &Path) -> Result<serde_json::Value> {

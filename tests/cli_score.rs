@@ -105,3 +105,20 @@ fn malformed_prediction_files_are_named() {
     let (ok, _, err) = score(&["--metric", "squad", "--pred", d.join("missing.json").to_str().unwrap(), "--ref", r.to_str().unwrap()]);
     assert!(!ok && err.contains("missing.json"), "{err}");
 }
+
+#[test]
+fn bleu_of_line_files() {
+    let d = dir("bleu");
+    std::fs::write(d.join("hyp.txt"), "the cat sat on the mat.\nhello world\n").unwrap();
+    std::fs::write(d.join("ref.txt"), "the cat is on the mat.\nhello world\n").unwrap();
+    let (h, r) = (d.join("hyp.txt"), d.join("ref.txt"));
+    let (ok, out, err) = score(&["--metric", "bleu", "--pred", h.to_str().unwrap(), "--ref", r.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    // sacrebleu.corpus_bleu(["the cat sat on the mat.", "hello world"], [["the cat is on the mat.", "hello world"]])
+    // = 50.197242487957936 (matches 8/5/2/1 of 9/7/5/4 n-grams).
+    let b = last_json(&out)["bleu"].as_f64().unwrap();
+    assert!((b - 50.197242487957936).abs() < 1e-9, "{b}");
+    std::fs::write(d.join("ref.txt"), "one line\n").unwrap();
+    let (ok, _, err) = score(&["--metric", "bleu", "--pred", h.to_str().unwrap(), "--ref", r.to_str().unwrap()]);
+    assert!(!ok && err.contains("ref.txt has 1"), "{err}");
+}

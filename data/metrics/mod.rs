@@ -1,4 +1,5 @@
 //! Evaluation metrics, one benchmark's definition per module.
 
+pub mod bleu;
 pub mod mlqa;
 pub mod squad;
