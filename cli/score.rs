@@ -8,12 +8,16 @@
 //! - `mlqa`: the same with MLQA's normalisation for the answers' language (`--lang`).
 //! - `bleu`: one hypothesis / one reference per line (UTF-8); corpus BLEU as sacrebleu 2.x's
 //!   `corpus_bleu` computes it by default.
+//! - `rouge-l`: one prediction / one reference per line; the mean ROUGE-L F-measure of
+//!   rouge-score 0.1.2's defaults, or with `--rouge-tokens whitespace` tokens split on
+//!   whitespace (for scripts the default tokenizer drops).
 //! - `accuracy`: one label per line in each file, compared as strings.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use polyadapt::data::metrics::bleu::corpus_bleu;
+use polyadapt::data::metrics::rouge::{mean_rouge_l, RougeTokens};
 use polyadapt::data::metrics::mlqa::{MlqaLang, MlqaNormalizer};
 use polyadapt::data::metrics::squad::{evaluate_answered, AnswerNormalizer, SquadV1Normalizer};
 use polyadapt::data::squad::{read_squad, BadRecords};
@@ -24,7 +28,17 @@ pub enum Metric {
     Squad,
     Mlqa,
     Bleu,
+    #[value(name = "rouge-l")]
+    RougeL,
     Accuracy,
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum RougeTokenizer {
+    /// rouge-score's tokenizer: runs of [a-z0-9] after lower-casing.
+    Default,
+    /// Lower case, split on whitespace.
+    Whitespace,
 }
 
 #[derive(clap::Args)]
@@ -40,6 +54,9 @@ pub struct Args {
     /// The answers' language for `mlqa`: en, es, hi, vi, de, ar or zh.
     #[arg(long)]
     pub lang: Option<String>,
+    /// Tokens for `rouge-l`.
+    #[arg(long, value_enum, default_value = "default")]
+    pub rouge_tokens: RougeTokenizer,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -55,6 +72,14 @@ pub fn run(args: Args) -> Result<()> {
             qa_scores(&args.pred, &args.reference, &MlqaNormalizer { lang: MlqaLang::parse(lang)? })?
         }
         Metric::Bleu => bleu(&args.pred, &args.reference)?,
+        Metric::RougeL => {
+            let how = match args.rouge_tokens {
+                RougeTokenizer::Default => RougeTokens::Default,
+                RougeTokenizer::Whitespace => RougeTokens::Whitespace,
+            };
+            let (p, r) = paired_lines(&args.pred, &args.reference, "one prediction / one reference per line")?;
+            serde_json::json!({ "rouge_l": mean_rouge_l(&p, &r, how)? })
+        }
         Metric::Accuracy => accuracy(&args.pred, &args.reference)?,
     };
     println!("{json}");
@@ -90,33 +115,24 @@ fn lines(path: &Path) -> Result<Vec<String>> {
     Ok(text.lines().map(|l| l.strip_suffix('\r').unwrap_or(l).to_string()).collect())
 }
 
-fn bleu(pred: &Path, reference: &Path) -> Result<serde_json::Value> {
-    let (h, r) = (lines(pred)?, lines(reference)?);
-    if h.len() != r.len() {
-        return Err(Error::Usage(format!(
-            "{} has {} lines but {} has {}: one hypothesis / one reference per line",
-            pred.display(),
-            h.len(),
-            reference.display(),
-            r.len()
-        )));
+/// The lines of two files that must pair up one to one.
+fn paired_lines(pred: &Path, reference: &Path, what: &str) -> Result<(Vec<String>, Vec<String>)> {
+    let (p, r) = (lines(pred)?, lines(reference)?);
+    if p.len() != r.len() {
+        return Err(Error::Usage(format!("{} has {} lines but {} has {}: {what}", pred.display(), p.len(), reference.display(), r.len())));
     }
+    Ok((p, r))
+}
+
+fn bleu(pred: &Path, reference: &Path) -> Result<serde_json::Value> {
+    let (h, r) = paired_lines(pred, reference, "one hypothesis / one reference per line")?;
     let b = corpus_bleu(&h, &r)?;
     eprintln!("{} segments; n-gram matches {:?} of {:?}; lengths {} / {}", h.len(), b.counts, b.totals, b.sys_len, b.ref_len);
     Ok(serde_json::json!({ "bleu": b.score }))
 }
 
 fn accuracy(pred: &Path, reference: &Path) -> Result<serde_json::Value> {
-    let (p, r) = (lines(pred)?, lines(reference)?);
-    if p.len() != r.len() {
-        return Err(Error::Usage(format!(
-            "{} has {} lines but {} has {}: one label per line in each",
-            pred.display(),
-            p.len(),
-            reference.display(),
-            r.len()
-        )));
-    }
+    let (p, r) = paired_lines(pred, reference, "one label per line in each")?;
     if r.is_empty() {
         return Err(Error::Usage(format!("{} has no labels", reference.display())));
     }

@@ -122,3 +122,21 @@ fn bleu_of_line_files() {
     let (ok, _, err) = score(&["--metric", "bleu", "--pred", h.to_str().unwrap(), "--ref", r.to_str().unwrap()]);
     assert!(!ok && err.contains("ref.txt has 1"), "{err}");
 }
+
+#[test]
+fn rouge_l_of_line_files() {
+    let d = dir("rouge");
+    std::fs::write(d.join("pred.txt"), "the cat sat on the mat\nनई दिल्ली भारत की राजधानी है\n").unwrap();
+    std::fs::write(d.join("ref.txt"), "the cat is on the mat\nभारत की राजधानी नई दिल्ली है\n").unwrap();
+    let (p, r) = (d.join("pred.txt"), d.join("ref.txt"));
+    // Pair 1: LCS 5 of 6 tokens each way, F = 5/6; pair 2 has no default tokens: 0.
+    let (ok, out, err) = score(&["--metric", "rouge-l", "--pred", p.to_str().unwrap(), "--ref", r.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    let f = last_json(&out)["rouge_l"].as_f64().unwrap();
+    assert!((f - 100.0 * (5.0 / 6.0) / 2.0).abs() < 1e-9, "{f}");
+    // Whitespace tokens: pair 2 scores 2/3.
+    let (ok, out, err) = score(&["--metric", "rouge-l", "--rouge-tokens", "whitespace", "--pred", p.to_str().unwrap(), "--ref", r.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    let f = last_json(&out)["rouge_l"].as_f64().unwrap();
+    assert!((f - 100.0 * (5.0 / 6.0 + 2.0 / 3.0) / 2.0).abs() < 1e-9, "{f}");
+}

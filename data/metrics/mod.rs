@@ -2,4 +2,5 @@
 
 pub mod bleu;
 pub mod mlqa;
+pub mod rouge;
 pub mod squad;
