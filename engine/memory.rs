@@ -1,6 +1,6 @@
 //! The allocator's settings, and handing freed memory back to the operating system.
 //!
-//! `engine-train` and the benchmarks allocate through mimalloc (their `#[global_allocator]`):
+//! `engine-train` and the training-step bench allocate through mimalloc (their `#[global_allocator]`):
 //! a training step frees and reallocates hundreds of MiB of activations, and glibc's malloc
 //! keeps much of that fragmented and resident (on the multilingual-e5 prompt-tuning bench the
 //! peak resident memory is 717 MB with glibc, 624 MB with mimalloc). mimalloc returns freed
