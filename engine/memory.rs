@@ -1,9 +1,10 @@
 //! The allocator's settings, and handing freed memory back to the operating system.
 //!
-//! `engine-train` and the training-step bench allocate through mimalloc (their `#[global_allocator]`):
-//! a training step frees and reallocates hundreds of MiB of activations, and glibc's malloc
-//! keeps much of that fragmented and resident (on the multilingual-e5 prompt-tuning bench the
-//! peak resident memory is 717 MB with glibc, 624 MB with mimalloc). mimalloc returns freed
+//! `engine-train` and the training-step bench allocate through mimalloc (their
+//! `#[global_allocator]`): a training step frees and reallocates hundreds of MiB of
+//! activations, and glibc's malloc keeps much of that fragmented and resident (on the
+//! multilingual-e5 prompt-tuning bench the peak resident memory is 717 MB with glibc, 624 MB
+//! with mimalloc). mimalloc returns freed
 //! memory to the OS, which costs page faults on the next step; [`configure`] lets it use 2 MiB
 //! pages where the kernel allows (transparent huge pages in `madvise` mode), which takes most
 //! of that cost away.
