@@ -213,3 +213,22 @@ fn configuration_mistakes_name_the_key() {
     let (ok, _, err) = train(&["--config", cfg.to_str().unwrap(), "--out", run.to_str().unwrap()]);
     assert!(!ok && err.contains("--resume"), "{err}");
 }
+
+#[test]
+fn a_malformed_record_stops_the_run_unless_skip_bad() {
+    let dir = temp_dir("skipbad");
+    let good = fixtures_dir().join("squad/qa_small.json");
+    let mut v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&good).unwrap()).unwrap();
+    // One answer that starts past the end of its context.
+    v["data"][0]["paragraphs"][0]["qas"][1]["answers"][0]["answer_start"] = 999_999.into();
+    let bad = dir.join("qa_bad.json");
+    std::fs::write(&bad, v.to_string()).unwrap();
+    let text = config("[methods.prompt]\nvirtual_tokens = 2\n", 1, 0).replace(good.to_str().unwrap(), bad.to_str().unwrap());
+    let cfg = write_config(&dir, &text);
+    let (ok, _, err) = train(&["--config", cfg.to_str().unwrap(), "--out", dir.join("run1").to_str().unwrap()]);
+    assert!(!ok && err.contains("qa_bad.json") && err.contains("answer_start"), "{err}");
+    let (ok, stdout, err) = train(&["--config", cfg.to_str().unwrap(), "--out", dir.join("run2").to_str().unwrap(), "--skip-bad"]);
+    assert!(ok, "{err}");
+    assert!(err.contains("qa_bad.json: skipped 1 malformed record"), "{err}");
+    assert!(stdout.contains("[final] qa / small"), "{stdout}");
+}

@@ -27,9 +27,11 @@ pub struct Alignment {
 }
 
 impl Alignment {
-    pub fn load(cfg: &AlignConfig, tok: &TextTokenizer, max_len: usize, seed: u64) -> Result<Alignment> {
-        let src = read_squad(&cfg.source, BadRecords::Error)?;
-        let tgt = read_squad(&cfg.target, BadRecords::Error)?;
+    pub fn load(cfg: &AlignConfig, tok: &TextTokenizer, max_len: usize, seed: u64, bad: BadRecords) -> Result<Alignment> {
+        let src = read_squad(&cfg.source, bad)?;
+        super::task::report_skipped(&cfg.source, &src.skipped);
+        let tgt = read_squad(&cfg.target, bad)?;
+        super::task::report_skipped(&cfg.target, &tgt.skipped);
         let by_id: HashMap<&str, usize> = tgt.examples.iter().enumerate().map(|(i, e)| (e.id.as_str(), i)).collect();
         let text = |e: &polyadapt::data::squad::QaExample| if cfg.text == "context" { e.context.clone() } else { e.question.clone() };
         let (mut s, mut t) = (Vec::new(), Vec::new());

@@ -73,6 +73,9 @@ pub struct RunConfig {
     pub eval_every: usize,
     /// Worker threads (0: all cores).
     pub threads: usize,
+    /// Skip malformed data records (each file's count and first few reported) instead of
+    /// stopping at the first one. `--skip-bad` on the command line.
+    pub skip_bad: bool,
 }
 
 impl Default for RunConfig {
@@ -91,6 +94,7 @@ impl Default for RunConfig {
             keep_checkpoints: 2,
             eval_every: 0,
             threads: 0,
+            skip_bad: false,
         }
     }
 }

@@ -43,6 +43,10 @@ pub struct Args {
     /// Continue the run in this directory from its last checkpoint.
     #[arg(long)]
     pub resume: Option<PathBuf>,
+    /// Skip malformed data records, counted and reported, instead of stopping at the first
+    /// (the same as `--set run.skip_bad=true`).
+    #[arg(long, conflicts_with = "resume")]
+    pub skip_bad: bool,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -50,7 +54,11 @@ pub fn run(args: Args) -> Result<()> {
         Some(dir) => (Config::load(&dir.join("config.toml"), &[])?, dir.clone()),
         None => {
             let path = args.config.as_ref().expect("clap requires --config without --resume");
-            let cfg = Config::load(path, &args.set)?;
+            let mut overrides = args.set.clone();
+            if args.skip_bad {
+                overrides.push("run.skip_bad=true".into());
+            }
+            let cfg = Config::load(path, &overrides)?;
             let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "run".into());
             let dir = args.out.clone().unwrap_or_else(|| Path::new("runs").join(stem));
             start_run_dir(&dir, &cfg)?;

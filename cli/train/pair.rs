@@ -2,6 +2,7 @@
 //! classifier on the pooled pair, cross-entropy; evaluation by accuracy.
 
 use polyadapt::data::pairs::{read_pairs, PairExample};
+use polyadapt::data::squad::BadRecords;
 use polyadapt::data::sampling::sample_n;
 use polyadapt::data::tokenize::Tokens;
 use polyadapt::data::{EncodedBatch, TextTokenizer};
@@ -11,7 +12,7 @@ use polyadapt::models::heads::{ClassifierHead, Pooling};
 use polyadapt::Result;
 
 use super::config::TaskConfig;
-use super::task::{data_name, same_file, Ctx, EvalScore, Task};
+use super::task::{data_name, report_skipped, same_file, Ctx, EvalScore, Task};
 
 struct Encoded {
     tokens: Vec<Tokens>,
@@ -34,15 +35,19 @@ pub struct PairTask {
 }
 
 impl PairTask {
-    pub fn load(cfg: &TaskConfig, tok: &TextTokenizer, max_len: usize, seed: u64, store: &mut ParamStore, hidden: usize) -> Result<PairTask> {
-        let set = read_pairs(&cfg.train.path, &cfg.labels)?;
+    #[allow(clippy::too_many_arguments)]
+    pub fn load(cfg: &TaskConfig, tok: &TextTokenizer, max_len: usize, seed: u64, store: &mut ParamStore, hidden: usize, bad: BadRecords) -> Result<PairTask> {
+        let set = read_pairs(&cfg.train.path, &cfg.labels, bad)?;
+        report_skipped(&cfg.train.path, &set.skipped);
         let n = set.examples.len();
         let split = sample_n(n, if cfg.train.sample > 0 { cfg.train.sample } else { n }, seed)?;
         let picked: Vec<PairExample> = split.train.iter().map(|&i| set.examples[i].clone()).collect();
         let train = encode(tok, &picked, max_len)?;
         let mut evals = Vec::new();
         for e in &cfg.eval {
-            let mut examples = read_pairs(&e.path, &cfg.labels)?.examples;
+            let eval_set = read_pairs(&e.path, &cfg.labels, bad)?;
+            report_skipped(&e.path, &eval_set.skipped);
+            let mut examples = eval_set.examples;
             if same_file(&e.path, &cfg.train.path) {
                 // Never evaluate on what was sampled for training in this run.
                 examples = split.rest.iter().map(|&i| set.examples[i].clone()).collect();

@@ -12,7 +12,7 @@ use polyadapt::models::heads::QaHead;
 use polyadapt::{Error, Result, ResultExt};
 
 use super::config::{DataConfig, TaskConfig};
-use super::task::{data_name, same_file, Ctx, EvalScore, Task};
+use super::task::{data_name, report_skipped, same_file, Ctx, EvalScore, Task};
 
 /// Windows of one evaluation set, and the questions they come from.
 struct EvalSet {
@@ -32,15 +32,18 @@ pub struct QaTask {
 }
 
 impl QaTask {
-    pub fn load(cfg: &TaskConfig, tok: &TextTokenizer, windows: WindowConfig, seed: u64, store: &mut ParamStore, hidden: usize) -> Result<QaTask> {
-        let train_set = read_squad(&cfg.train.path, BadRecords::Error)?;
+    #[allow(clippy::too_many_arguments)]
+    pub fn load(cfg: &TaskConfig, tok: &TextTokenizer, windows: WindowConfig, seed: u64, store: &mut ParamStore, hidden: usize, bad: BadRecords) -> Result<QaTask> {
+        let train_set = read_squad(&cfg.train.path, bad)?;
+        report_skipped(&cfg.train.path, &train_set.skipped);
         let n = train_set.examples.len();
         let split = if cfg.train.sample > 0 { sample_n(n, cfg.train.sample, seed)? } else { sample_n(n, n, seed)? };
         let picked: Vec<QaExample> = split.train.iter().map(|&i| train_set.examples[i].clone()).collect();
         let train = build_windows(tok, &picked, &windows).with_context(|| format!("task `{}`: {}", cfg.name, cfg.train.path.display()))?;
         let mut evals = Vec::new();
         for e in &cfg.eval {
-            let set = read_squad(&e.path, BadRecords::Error)?;
+            let set = read_squad(&e.path, bad)?;
+            report_skipped(&e.path, &set.skipped);
             let mut examples = set.examples;
             let limit = sampled_eval(e, &mut examples, seed)?;
             // Never evaluate on what was sampled for training in this run.

@@ -51,18 +51,19 @@ pub fn setup(cfg: Config) -> Result<Setup> {
         + cfg.methods.prefix.as_ref().filter(|p| p.peft_positions).map_or(0, |p| p.virtual_tokens);
     let max_len = cfg.run.max_seq_len.min(model.max_tokens().saturating_sub(virtual_tokens));
     let windows = WindowConfig { max_len, stride: cfg.run.doc_stride };
+    let bad = super::task::bad_records(cfg.run.skip_bad);
     let mut tasks: Vec<Box<dyn Task>> = Vec::new();
     for (j, t) in cfg.tasks.iter().enumerate() {
         let task_seed = seed.wrapping_add(j as u64);
         tasks.push(match t.kind.as_str() {
-            "qa" => Box::new(QaTask::load(t, &tok, windows, task_seed, &mut store, hidden)?),
-            _ => Box::new(PairTask::load(t, &tok, max_len, task_seed, &mut store, hidden)?),
+            "qa" => Box::new(QaTask::load(t, &tok, windows, task_seed, &mut store, hidden, bad)?),
+            _ => Box::new(PairTask::load(t, &tok, max_len, task_seed, &mut store, hidden, bad)?),
         });
         if tasks[j].train_len() == 0 {
             return Err(Error::Usage(format!("task `{}` has no training examples", t.name)));
         }
     }
-    let align = cfg.align.as_ref().map(|a| Alignment::load(a, &tok, max_len, seed)).transpose()?;
+    let align = cfg.align.as_ref().map(|a| Alignment::load(a, &tok, max_len, seed, bad)).transpose()?;
     let reg = match &cfg.reg {
         Some(r) if adaptation_params.is_empty() => {
             return Err(Error::Usage(format!("reg: weight {} given but no adaptation module has parameters to regularise", r.weight)))

@@ -72,3 +72,23 @@ pub fn same_file(a: &Path, b: &Path) -> bool {
         _ => a == b,
     }
 }
+
+/// How to treat malformed records, from the run's `skip_bad`.
+pub fn bad_records(skip_bad: bool) -> polyadapt::data::squad::BadRecords {
+    if skip_bad {
+        polyadapt::data::squad::BadRecords::Skip
+    } else {
+        polyadapt::data::squad::BadRecords::Error
+    }
+}
+
+/// Reports the records a reader skipped (the count and the first three).
+pub fn report_skipped(path: &Path, skipped: &[String]) {
+    if skipped.is_empty() {
+        return;
+    }
+    eprintln!("{}: skipped {} malformed record(s)", path.display(), skipped.len());
+    for s in skipped.iter().take(3) {
+        eprintln!("  {s}");
+    }
+}
