@@ -39,17 +39,17 @@ fn pow2i(n: i32) -> f32 {
 /// `e^x`. NaN gives NaN, -inf gives 0, +inf gives +inf.
 #[inline(always)]
 pub fn exp(x: f32) -> f32 {
-    let xc = if x < EXP_LO { EXP_LO } else if x > EXP_HI { EXP_HI } else { x };
+    let xc = x.clamp(EXP_LO, EXP_HI); // NaN stays NaN
     let t = xc * LOG2E + ROUNDER;
     let n = (t.to_bits() as i32) - (ROUNDER.to_bits() as i32);
     let nf = t - ROUNDER;
     let r = xc - nf * LN2_HI - nf * LN2_LO;
-    let mut p = 1.987_569_1e-4f32;
-    p = p * r + 1.398_2e-3;
-    p = p * r + 8.333_452e-3;
-    p = p * r + 4.166_579_6e-2;
-    p = p * r + 1.666_666_5e-1;
-    p = p * r + 5.000_000_1e-1;
+    let mut p = 0.00019875691f32;
+    p = p * r + 0.0013982;
+    p = p * r + 0.008333452;
+    p = p * r + 0.041665796;
+    p = p * r + 0.16666666;
+    p = p * r + 0.5;
     let y = p * (r * r) + r + 1.0;
     // n is in [-126, 128]: scale in two halves so that neither power leaves the normal range.
     let half = n >> 1;
@@ -73,22 +73,22 @@ const ERF_ONE: f32 = 4.0;
 fn erf_parts(a: f32) -> (f32, f32) {
     // |x| < 0.921875: erf = a + a P(a^2).
     let s = a * a;
-    let mut p = -0.0005991049692966044f32;
-    p = p * s + 0.004993395879864693;
-    p = p * s - 0.026766734197735786;
-    p = p * s + 0.11281802505254745;
-    p = p * s - 0.37612485885620117;
-    p = p * s + 0.12837915122509003;
+    let mut p = -0.00059910497f32;
+    p = p * s + 0.004993396;
+    p = p * s - 0.026766734;
+    p = p * s + 0.112818025;
+    p = p * s - 0.37612486;
+    p = p * s + 0.12837915;
     let small = a + a * p;
     // 0.921875 <= |x| < 4: erfc = exp(-(a + a Q(a))).
     let b = if a < ERF_ONE { a } else { ERF_ONE };
-    let mut q = 1.729489304125309e-05f32;
-    q = q * b - 0.00038320868043228984;
-    q = q * b + 0.003883934346958995;
-    q = q * b - 0.024254560470581055;
-    q = q * b + 0.1067778468132019;
-    q = q * b + 0.6348466873168945;
-    q = q * b + 0.12871751189231873;
+    let mut q = 1.7294893e-05f32;
+    q = q * b - 0.00038320868;
+    q = q * b + 0.0038839343;
+    q = q * b - 0.02425456;
+    q = q * b + 0.10677785;
+    q = q * b + 0.6348467;
+    q = q * b + 0.12871751;
     let tail = exp(-(b + b * q));
     if a < ERF_SPLIT {
         (small, 1.0 - small)
