@@ -21,6 +21,7 @@ use polyadapt::data::metrics::rouge::{mean_rouge_l, RougeTokens};
 use polyadapt::data::metrics::mlqa::{MlqaLang, MlqaNormalizer};
 use polyadapt::data::metrics::squad::{evaluate_answered, AnswerNormalizer, SquadV1Normalizer};
 use polyadapt::data::squad::{read_squad, BadRecords};
+use polyadapt::data::text::read_lines;
 use polyadapt::{Error, Result};
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
@@ -110,14 +111,9 @@ fn qa_scores(pred: &Path, reference: &Path, norm: &dyn AnswerNormalizer) -> Resu
     Ok(serde_json::json!({ "exact_match": s.exact_match, "f1": s.f1 }))
 }
 
-fn lines(path: &Path) -> Result<Vec<String>> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io("cannot read", path, e))?;
-    Ok(text.lines().map(|l| l.strip_suffix('\r').unwrap_or(l).to_string()).collect())
-}
-
 /// The lines of two files that must pair up one to one.
 fn paired_lines(pred: &Path, reference: &Path, what: &str) -> Result<(Vec<String>, Vec<String>)> {
-    let (p, r) = (lines(pred)?, lines(reference)?);
+    let (p, r) = (read_lines(pred)?, read_lines(reference)?);
     if p.len() != r.len() {
         return Err(Error::Usage(format!("{} has {} lines but {} has {}: {what}", pred.display(), p.len(), reference.display(), r.len())));
     }

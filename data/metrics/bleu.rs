@@ -7,7 +7,7 @@ use std::collections::HashMap;
 
 use crate::engine::error::{Error, Result};
 
-use super::squad::split_python;
+use super::squad::{is_py_space, split_python};
 
 const MAX_ORDER: usize = 4;
 
@@ -43,7 +43,7 @@ pub fn tokenize_13a(line: &str) -> String {
 
 /// Python's `str.rstrip()`: also strips U+001C..U+001F, which Rust's `trim_end` keeps.
 pub fn rstrip(s: &str) -> &str {
-    s.trim_end_matches(|c: char| c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c))
+    s.trim_end_matches(is_py_space)
 }
 
 /// `re.sub` of a two-character pattern: scanning left to right, a match at `i` is replaced and

@@ -16,7 +16,7 @@
 
 use unicode_categories::UnicodeCategories;
 
-use super::squad::{split_python, AnswerNormalizer};
+use super::squad::{is_py_space, replace_words, split_python, AnswerNormalizer};
 use crate::engine::error::{Error, Result};
 
 /// The languages of MLQA.
@@ -86,21 +86,7 @@ impl MlqaNormalizer {
         if articles.is_empty() {
             return text.to_string();
         }
-        // With `\b` on both sides, a match is a whole run of word characters.
-        let mut out = String::with_capacity(text.len());
-        let mut rest = text;
-        while let Some(c) = rest.chars().next() {
-            let word = is_word(c);
-            let run_len = rest.find(|c: char| is_word(c) != word).unwrap_or(rest.len());
-            let (run, tail) = rest.split_at(run_len);
-            if word && articles.contains(&run) {
-                out.push(' ');
-            } else {
-                out.push_str(run);
-            }
-            rest = tail;
-        }
-        out
+        replace_words(text, is_word, articles)
     }
 
     /// `white_space_fix`: the tokens joined by single spaces.
@@ -124,7 +110,7 @@ impl MlqaNormalizer {
         out.extend(split_python(&pending).map(str::to_string));
         // `t.strip() != ''`: a lone whitespace character cannot come out of the split, but a
         // punctuation token that is whitespace cannot either; keep the script's filter anyway.
-        out.retain(|t| t.chars().any(|c| !(c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c))));
+        out.retain(|t| !t.chars().all(is_py_space));
         out
     }
 }

@@ -44,17 +44,22 @@ impl AnswerNormalizer for SquadV1Normalizer {
     }
 }
 
-/// `re.sub(r'\b(a|an|the)\b', ' ', text)`: with a word boundary on both sides, a match is a
-/// whole run of word characters, so runs equal to an article become one space.
+/// `re.sub(r'\b(a|an|the)\b', ' ', text)`.
 fn remove_articles(text: &str) -> String {
-    let is_word = |c: char| c.is_alphanumeric() || c == '_';
+    replace_words(text, |c| c.is_alphanumeric() || c == '_', &["a", "an", "the"])
+}
+
+/// `re.sub(r'\b(w1|w2|...)\b', ' ', text)` for literal words: with a word boundary on both
+/// sides, a match is a whole run of word characters (`is_word`), so runs equal to one of
+/// `words` become one space.
+pub(crate) fn replace_words(text: &str, is_word: impl Fn(char) -> bool, words: &[&str]) -> String {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(c) = rest.chars().next() {
         let word = is_word(c);
         let run_len = rest.find(|c: char| is_word(c) != word).unwrap_or(rest.len());
         let (run, tail) = rest.split_at(run_len);
-        if word && matches!(run, "a" | "an" | "the") {
+        if word && words.contains(&run) {
             out.push(' ');
         } else {
             out.push_str(run);
@@ -64,10 +69,15 @@ fn remove_articles(text: &str) -> String {
     out
 }
 
+/// Python's `str.isspace()`: Unicode whitespace plus the information separators U+001C..U+001F.
+pub(crate) fn is_py_space(c: char) -> bool {
+    c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c)
+}
+
 /// Python's `str.split()`: runs of Unicode whitespace, plus the information separators
 /// U+001C..U+001F that Python also counts.
 pub(crate) fn split_python(text: &str) -> impl Iterator<Item = &str> {
-    text.split(|c: char| c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c)).filter(|t| !t.is_empty())
+    text.split(is_py_space).filter(|t| !t.is_empty())
 }
 
 /// `exact_match_score`.

@@ -22,8 +22,8 @@ import random
 import sacrebleu
 from sacrebleu.tokenizers.tokenizer_13a import Tokenizer13a
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-DATA = os.path.join(ROOT, '..', 'shared', 'data', 'pawsx')
+from pawsx_pairs import ROOT, pawsx
+
 OUT = os.path.join(ROOT, 'tests', 'fixtures', 'bleu_vectors.json')
 
 CORNERS = [
@@ -33,18 +33,6 @@ CORNERS = [
     'e-mail: a@b.c / path/to/file + 2*3=6 ^ $5 #1 %2 !?', "it's \"quoted\" (parens)", '', '...', ',,,', '9.-1',
     'Ünïcödé — dashes – and “quotes” «guillemets»', '北京。上海，广州、深圳', 'x.y,z 1.a a.1 1-a a-1 -1 1-',
 ]
-
-
-def pawsx(lang, n):
-    rows = []
-    with open(os.path.join(DATA, 'dev-%s.tsv' % lang), encoding='utf-8') as f:
-        for line in f:
-            parts = line.rstrip('\n').split('\t')
-            if len(parts) >= 2 and parts[0] != 'sentence1':
-                rows.append((parts[1], parts[0]))
-            if len(rows) >= n:
-                break
-    return rows
 
 
 def perturb(rng, s):

@@ -20,24 +20,12 @@ import random
 import rouge_score
 from rouge_score import rouge_scorer, tokenize
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-DATA = os.path.join(ROOT, '..', 'shared', 'data', 'pawsx')
+from pawsx_pairs import ROOT, pawsx
+
 OUT = os.path.join(ROOT, 'tests', 'fixtures', 'rouge_vectors.json')
 CORNERS = [('...', 'a b c'), ('', 'x'), ('x', ''), ('Straße 3.5 İstanbul ÉCOLE', 'strasse 3 5 istanbul ecole'),
            ('北京 上海', '北京 上海'), ('The CAT, the cat!', 'the cat the cat'), ('a_b c-d e.f', 'a b c d e f'),
            ('1,000 2000s x2', '1 000 2000s x 2')]
-
-
-def pawsx(lang, n):
-    rows = []
-    with open(os.path.join(DATA, 'dev-%s.tsv' % lang), encoding='utf-8') as f:
-        for line in f:
-            parts = line.rstrip('\n').split('\t')
-            if len(parts) >= 2 and parts[0] != 'sentence1':
-                rows.append((parts[1], parts[0]))
-            if len(rows) >= n:
-                break
-    return rows
 
 
 def perturb(rng, s):
