@@ -1,12 +1,11 @@
 //! `adapter_config.json`: typed reads that name the file and the field, and an atomic write.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};
 
 use crate::engine::error::{Error, Result};
-use crate::models::weights::{sync_dir, temp_path};
+use crate::models::weights::write_atomic;
 
 /// A parsed config object and the file it came from.
 pub struct ConfigFile {
@@ -137,17 +136,5 @@ pub fn write_json(path: &Path, value: &Value) -> Result<()> {
     // serde_json's Map is ordered by key (no `preserve_order` feature): sorted output.
     let mut text = serde_json::to_string_pretty(value).expect("a JSON value serialises");
     text.push('\n');
-    let tmp = temp_path(path);
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp).map_err(|e| Error::io("cannot create", &tmp, e))?;
-        f.write_all(text.as_bytes()).map_err(|e| Error::io("cannot write", &tmp, e))?;
-        f.sync_all().map_err(|e| Error::io("cannot write", &tmp, e))?;
-        std::fs::rename(&tmp, path).map_err(|e| Error::io("cannot rename into place", path, e))
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result?;
-    sync_dir(path.parent());
-    Ok(())
+    write_atomic(path, text.as_bytes())
 }
