@@ -25,7 +25,8 @@ enum Command {
     Hidden(hidden::Args),
     /// Train adaptation modules from a TOML configuration, or resume a killed run.
     Train(train::Args),
-    /// Score predictions made elsewhere (SQuAD or MLQA EM/F1, accuracy); the last line is JSON.
+    /// Score predictions made elsewhere (SQuAD or MLQA EM/F1, BLEU, ROUGE-L, METEOR, accuracy);
+    /// the last line is JSON.
     Score(score::Args),
 }
 

@@ -1,5 +1,6 @@
 //! Data: text input and tokenisation; extractive-QA data (SQuAD format), windows and answer
-//! post-processing; few-shot sampling; evaluation metrics.
+//! post-processing; few-shot sampling; evaluation metrics and the part of WordNet that METEOR
+//! reads.
 
 
 pub mod metrics;
@@ -10,5 +11,6 @@ pub mod sampling;
 pub mod squad;
 pub mod text;
 pub mod tokenize;
+pub mod wordnet;
 
 pub use tokenize::{EncodedBatch, TextTokenizer};
