@@ -144,7 +144,7 @@ fn meteor(pred: &Path, reference: &Path, wordnet: Option<&Path>) -> Result<serde
     let start = std::time::Instant::now();
     let wn = WordNet::load(&dir)?;
     let (lemmas, synsets) = wn.counts();
-    eprintln!("WordNet {}: {lemmas} lemmas, {synsets} synsets, read in {:.0} ms", dir.display(), start.elapsed().as_secs_f64() * 1e3);
+    eprintln!("WordNet {}: {lemmas} index entries, {synsets} synsets, read in {:.0} ms", dir.display(), start.elapsed().as_secs_f64() * 1e3);
     let score = mean_meteor(&h, &r, &wn)?;
     eprintln!("{} pairs", h.len());
     Ok(serde_json::json!({ "meteor": score }))
