@@ -70,7 +70,6 @@ impl PosIndex {
 
 /// WordNet's lemma index, morphy's exception lists and the synsets' lemma names.
 pub struct WordNet {
-    dir: PathBuf,
     index: [PosIndex; 4],
     /// Synset ids (positions in `synsets`) of every index entry, entry after entry.
     synset_ids: Vec<u32>,
@@ -103,7 +102,6 @@ impl WordNet {
             return Err(Error::Usage(format!("WordNet directory {} does not exist: {INSTALL}", dir.display())));
         }
         let mut wn = WordNet {
-            dir: dir.to_path_buf(),
             index: Default::default(),
             synset_ids: Vec::with_capacity(210_000),
             synsets: Vec::with_capacity(120_000),
@@ -117,10 +115,6 @@ impl WordNet {
             wn.exceptions[p] = read_exceptions(&dir.join(format!("{file}.exc")))?;
         }
         Ok(wn)
-    }
-
-    pub fn dir(&self) -> &Path {
-        &self.dir
     }
 
     /// Number of index entries (lemma and part of speech) and of synsets read.
@@ -146,7 +140,7 @@ impl WordNet {
             let bad = |msg: String| Error::Input { path: path.to_path_buf(), line: i + 1, msg: format!("{msg} ({})", provided_by(path)) };
             let mut f = split_python(line);
             let offset = f.next().unwrap_or("");
-            if offset.len() != 8 || offset.parse::<u32>().ok() != Some(start as u32) {
+            if offset.len() != 8 || !offset.bytes().all(|b| b.is_ascii_digit()) || offset.parse::<u32>().ok() != Some(start as u32) {
                 return Err(bad(format!("synset offset `{offset}` is not the line's byte offset {start:08}")));
             }
             let _lexicographer_file = f.next();
