@@ -139,4 +139,23 @@ fn a_pair_task_trains_the_same_from_jsonl_as_from_tsv() {
     assert_eq!(from_tsv.0, from_jsonl.0, "per-step losses");
     assert_eq!(from_tsv.1, from_jsonl.1, "final scores");
     assert_eq!(from_tsv.1[0]["count"], 8);
+
+    // A bad line stops the run, naming the file, the line and the field, unless --skip-bad.
+    let bad = dir.join("bad.jsonl");
+    std::fs::write(&bad, format!("{}\n{{\"sentence1\": \"a\", \"sentence2\": \"b\", \"label\": \"yes\"}}\n", lines.join("\n"))).unwrap();
+    let cfg = dir.join("bad.toml");
+    std::fs::write(&cfg, config(&bad).replace("steps = 3", "steps = 1")).unwrap();
+    let run = |out: &str, extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_engine-train"))
+            .args(["train", "--config", cfg.to_str().unwrap(), "--out", dir.join(out).to_str().unwrap()])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let out = run("bad1", &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("bad.jsonl:25: field `label`: `yes` is not one of 0, 1"), "{err}");
+    let out = run("bad2", &["--skip-bad"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && err.contains("bad.jsonl: skipped 1 malformed record(s)") && err.contains("bad.jsonl:25"), "{err}");
 }
