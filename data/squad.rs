@@ -176,7 +176,7 @@ impl Reader<'_> {
                 .as_u64()
                 .ok_or_else(|| self.error(&at, &field("answer_start"), format!("expected a non-negative integer, found {start}")))?
                 as usize;
-            if let Some(what) = answer_mismatch(context, &char_bytes, text, start_char) {
+            if let Some(what) = answer_mismatch(context, char_bytes, text, start_char) {
                 return Err(self.error(&at, &field("answer_start"), what));
             }
             answers.push(Answer { text: text.to_string(), start_char });
