@@ -133,7 +133,8 @@ impl Default for OptimConfig {
 #[serde(deny_unknown_fields)]
 pub struct TaskConfig {
     pub name: String,
-    /// `qa` (extractive, SQuAD-format data) or `pair` (sentence-pair classification, TSV).
+    /// `qa` (extractive; SQuAD JSON or JSON Lines data) or `pair` (sentence-pair
+    /// classification; TSV or JSON Lines); see `data::formats`.
     pub kind: String,
     #[serde(default = "default_one")]
     pub weight: f32,
@@ -178,7 +179,7 @@ pub struct AlignConfig {
     /// mean or first.
     #[serde(default = "default_mean")]
     pub pooling: String,
-    /// Parallel SQuAD-format files: items with the same question id are pairs.
+    /// Parallel QA files (SQuAD JSON or JSON Lines): items with the same question id are pairs.
     pub source: PathBuf,
     pub target: PathBuf,
     /// question or context.

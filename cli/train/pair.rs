@@ -1,7 +1,8 @@
-//! Sentence-pair classification as a training task (PAWS-X, XNLI): TSV data, a linear
+//! Sentence-pair classification as a training task (PAWS-X, XNLI): TSV or JSON Lines data, a linear
 //! classifier on the pooled pair, cross-entropy; evaluation by accuracy.
 
-use polyadapt::data::pairs::{read_pairs, PairExample};
+use polyadapt::data::formats::read_pair_data;
+use polyadapt::data::pairs::PairExample;
 use polyadapt::data::squad::BadRecords;
 use polyadapt::data::sampling::sample_n;
 use polyadapt::data::tokenize::Tokens;
@@ -37,7 +38,7 @@ pub struct PairTask {
 impl PairTask {
     #[allow(clippy::too_many_arguments)]
     pub fn load(cfg: &TaskConfig, tok: &TextTokenizer, max_len: usize, seed: u64, store: &mut ParamStore, hidden: usize, bad: BadRecords) -> Result<PairTask> {
-        let set = read_pairs(&cfg.train.path, &cfg.labels, bad)?;
+        let set = read_pair_data(&cfg.train.path, &cfg.labels, bad)?;
         report_skipped(&cfg.train.path, &set.skipped);
         let n = set.examples.len();
         let split = sample_n(n, if cfg.train.sample > 0 { cfg.train.sample } else { n }, seed)?;
@@ -45,7 +46,7 @@ impl PairTask {
         let train = encode(tok, &picked, max_len)?;
         let mut evals = Vec::new();
         for e in &cfg.eval {
-            let eval_set = read_pairs(&e.path, &cfg.labels, bad)?;
+            let eval_set = read_pair_data(&e.path, &cfg.labels, bad)?;
             report_skipped(&e.path, &eval_set.skipped);
             let mut examples = eval_set.examples;
             if same_file(&e.path, &cfg.train.path) {

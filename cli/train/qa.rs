@@ -1,11 +1,12 @@
-//! Extractive QA as a training task: SQuAD-format data, question/context windows, the QA head
+//! Extractive QA as a training task: SQuAD-format or JSON Lines data, question/context windows, the QA head
 //! and its loss; evaluation by exact match and F1 (SQuAD v1.1) over whole questions.
 
 use polyadapt::data::metrics::squad::{evaluate, SquadV1Normalizer};
 use polyadapt::data::qa_postprocess::{predict_answers, SpanConfig};
 use polyadapt::data::qa_windows::{batch_windows, build_windows, QaWindow, WindowConfig};
 use polyadapt::data::sampling::sample_n;
-use polyadapt::data::squad::{read_squad, BadRecords, QaExample};
+use polyadapt::data::formats::read_qa_data;
+use polyadapt::data::squad::{BadRecords, QaExample};
 use polyadapt::data::TextTokenizer;
 use polyadapt::engine::autograd::{ParamStore, Tape, Var};
 use polyadapt::models::heads::QaHead;
@@ -34,7 +35,7 @@ pub struct QaTask {
 impl QaTask {
     #[allow(clippy::too_many_arguments)]
     pub fn load(cfg: &TaskConfig, tok: &TextTokenizer, windows: WindowConfig, seed: u64, store: &mut ParamStore, hidden: usize, bad: BadRecords) -> Result<QaTask> {
-        let train_set = read_squad(&cfg.train.path, bad)?;
+        let train_set = read_qa_data(&cfg.train.path, bad)?;
         report_skipped(&cfg.train.path, &train_set.skipped);
         let n = train_set.examples.len();
         let split = if cfg.train.sample > 0 { sample_n(n, cfg.train.sample, seed)? } else { sample_n(n, n, seed)? };
@@ -42,7 +43,7 @@ impl QaTask {
         let train = build_windows(tok, &picked, &windows).with_context(|| format!("task `{}`: {}", cfg.name, cfg.train.path.display()))?;
         let mut evals = Vec::new();
         for e in &cfg.eval {
-            let set = read_squad(&e.path, bad)?;
+            let set = read_qa_data(&e.path, bad)?;
             report_skipped(&e.path, &set.skipped);
             let mut examples = set.examples;
             let limit = sampled_eval(e, &mut examples, seed)?;
