@@ -4,6 +4,7 @@
 
 pub mod metrics;
 pub mod pairs;
+pub mod pseudo;
 pub mod qa_postprocess;
 pub mod qa_windows;
 pub mod sampling;

@@ -13,6 +13,7 @@ mod metrics;
 mod order;
 mod pair;
 mod plots;
+mod pseudo;
 mod qa;
 mod setup;
 mod task;
@@ -205,6 +206,7 @@ fn write_results(s: &setup::Setup, run_dir: &Path, o: &trainer::Outcome, scores:
         "trainable_params": s.store.trainable_numel(),
         "total_params": s.store.total_numel(),
         "eval": scores,
+        "pseudo": s.pseudo.as_ref().map(|p| &p.reports),
         "revision": env!("POLYADAPT_REVISION"),
     });
     write_atomic(&run_dir.join("results.json"), serde_json::to_string_pretty(&results).expect("serialises").as_bytes())
