@@ -97,11 +97,20 @@ impl Segmented {
     }
 
     /// The text, and the character offset of the fixed piece in it (if there is one).
+    ///
+    /// Where dropping, swapping or replacing has put two pieces side by side with no
+    /// whitespace between them and both edges are letters of a spaced script (`ab` + `cd`
+    /// after the `长` between them was dropped), a space goes between them, so that no new word
+    /// appears. A piece and the fixed piece that were neighbours in the text stay glued.
     pub fn render(&self) -> (String, Option<usize>) {
         let mut out = self.lead.clone();
         let mut at = out.chars().count();
         let mut fixed_at = None;
-        for p in &self.pieces {
+        for (k, p) in self.pieces.iter().enumerate() {
+            if k > 0 && self.pieces[k - 1].gap.is_empty() && would_merge(&self.pieces[k - 1], p) {
+                out.push(' ');
+                at += 1;
+            }
             if p.fixed {
                 fixed_at = Some(at);
             }
@@ -131,6 +140,13 @@ impl Segmented {
             self.pieces[at + k].span = *span;
         }
     }
+}
+
+/// Whether `a` followed directly by `b` would read as one word that the text did not have.
+fn would_merge(a: &Piece, b: &Piece) -> bool {
+    let spaced = |c: Option<char>| c.is_some_and(|c| !c.is_whitespace() && !is_unspaced(c));
+    let neighbours = (a.fixed || b.fixed) && a.span.1 == b.span.0;
+    spaced(a.text.chars().last()) && spaced(b.text.chars().next()) && !neighbours
 }
 
 #[cfg(test)]
@@ -172,5 +188,17 @@ mod tests {
         let mut s = Segmented::new("我爱北京", None);
         s.swap_spans(1, 1, 2);
         assert_eq!(s.render().0, "我北京爱");
+    }
+
+    #[test]
+    fn pieces_brought_together_never_merge_into_one_word() {
+        let mut s = Segmented::new("ab长cd", None);
+        s.drop_piece(1);
+        assert_eq!(s.render().0, "ab cd");
+        // `.` glued to the answer `1542` stays glued; a word swapped next to it does not glue.
+        let mut s = Segmented::new("in 1542. then", Some((3, 7)));
+        assert_eq!(s.render(), ("in 1542. then".to_string(), Some(3)));
+        s.swap_spans(2, 1, 1);
+        assert_eq!(s.render(), ("in 1542 then .".to_string(), Some(3)));
     }
 }
