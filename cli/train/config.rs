@@ -410,27 +410,28 @@ impl PseudoConfig {
             }
         }
         let prob = |field: &str, p: f32| if (0.0..=1.0).contains(&p) { Ok(()) } else { err(field, format!("{p} is not a probability in [0, 1]")) };
+        // Every table given is checked, chosen or not; a chosen kind needs its table (perturb
+        // has defaults for everything).
         let chosen = |k: &str| self.kinds.iter().any(|x| x == k);
-        if chosen("self_training") {
-            let Some(s) = &self.self_training else {
-                return err("pseudo.self_training", "`self_training` is in pseudo.kinds: give [pseudo.self_training] with `unlabelled = { path = ... }`".into());
-            };
+        if chosen("self_training") && self.self_training.is_none() {
+            return err("pseudo.self_training", "`self_training` is in pseudo.kinds: give [pseudo.self_training] with `unlabelled = { path = ... }`".into());
+        }
+        if chosen("code_switch") && self.code_switch.is_none() {
+            return err("pseudo.code_switch", "`code_switch` is in pseudo.kinds: give [pseudo.code_switch] with `target = ...` (the parallel file)".into());
+        }
+        if let Some(s) = &self.self_training {
             if !s.threshold.is_finite() {
                 return err("pseudo.self_training.threshold", format!("{} is not a number", s.threshold));
             }
         }
-        if chosen("perturb") {
-            let p = self.perturb.clone().unwrap_or_default();
+        if let Some(p) = &self.perturb {
             prob("pseudo.perturb.drop_prob", p.drop_prob)?;
             prob("pseudo.perturb.swap_prob", p.swap_prob)?;
             if p.max_span == 0 {
                 return err("pseudo.perturb.max_span", "a swapped span has at least 1 word".into());
             }
         }
-        if chosen("code_switch") {
-            let Some(c) = &self.code_switch else {
-                return err("pseudo.code_switch", "`code_switch` is in pseudo.kinds: give [pseudo.code_switch] with `target = ...` (the parallel file)".into());
-            };
+        if let Some(c) = &self.code_switch {
             prob("pseudo.code_switch.prob", c.prob)?;
             if !["question", "context"].contains(&c.text.as_str()) {
                 return err("pseudo.code_switch.text", format!("`{}` is not one of question, context", c.text));

@@ -83,6 +83,9 @@ pub fn run(args: Args) -> Result<()> {
         None => 0,
     };
     describe(&s);
+    if let Some(p) = &s.pseudo {
+        p.write_made(&run_dir)?;
+    }
     let mut trainer = trainer::Trainer::new(s, run_dir.clone(), start)?;
     let evals_path = run_dir.join("evals.jsonl");
     let mut on_eval = |step: usize, scores: &[EvalScore]| {

@@ -31,6 +31,8 @@ pub struct Pseudo {
     /// One per kind, in the configured order.
     pub reports: Vec<KindReport>,
     pub self_training: Option<SelfTraining>,
+    /// What the setup-time kinds made (written to `pseudo/<kind>.json`).
+    made: Vec<(Kind, Examples)>,
 }
 
 /// Self-training waiting for its step.
@@ -79,6 +81,7 @@ pub fn build(cfg: &PseudoConfig, p: SetupParts<'_>, tok: TextTokenizer) -> Resul
     let kinds: Vec<Kind> = cfg.kinds.iter().map(|k| Kind::parse(k).expect("validated")).collect();
     let quotas = split_quota(total_quota(cfg.ratio, real.len()), kinds.len());
     let mut reports = Vec::new();
+    let mut made_all = Vec::new();
     let mut self_training = None;
     let mut tok = Some(tok);
     for (&kind, &quota) in kinds.iter().zip(&quotas) {
@@ -90,6 +93,7 @@ pub fn build(cfg: &PseudoConfig, p: SetupParts<'_>, tok: TextTokenizer) -> Resul
                 let (made, report) = perturb_examples(&real, quota, &pc, p.seed);
                 p.tasks[task].extend_train(t, &made)?;
                 reports.push(report);
+                made_all.push((kind, made));
             }
             Kind::CodeSwitch => {
                 let c = cfg.code_switch.as_ref().expect("validated");
@@ -104,6 +108,7 @@ pub fn build(cfg: &PseudoConfig, p: SetupParts<'_>, tok: TextTokenizer) -> Resul
                 let (made, report) = code_switch_examples(p.model, p.store, t, &real, &target, &evaluated, quota, &sc, p.seed)?;
                 p.tasks[task].extend_train(t, &made)?;
                 reports.push(report);
+                made_all.push((kind, made));
             }
             Kind::SelfTraining => {
                 let c = cfg.self_training.as_ref().expect("validated");
@@ -134,12 +139,34 @@ pub fn build(cfg: &PseudoConfig, p: SetupParts<'_>, tok: TextTokenizer) -> Resul
         }
         None => None,
     };
-    let pseudo = Pseudo { task, reports, self_training };
+    let pseudo = Pseudo { task, reports, self_training, made: made_all };
     pseudo.print(p.tasks[task].name());
     Ok(Some(pseudo))
 }
 
 impl Pseudo {
+    /// Writes what each setup-time kind made to `RUN_DIR/pseudo/<kind>.json`, for inspection.
+    pub fn write_made(&self, run_dir: &Path) -> Result<()> {
+        let dir = run_dir.join("pseudo");
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io("cannot create", &dir, e))?;
+        for (kind, examples) in &self.made {
+            let json = match examples {
+                Examples::Qa(v) => v
+                    .iter()
+                    .map(|e| {
+                        let a = e.answers.first();
+                        serde_json::json!({"id": e.id, "question": e.question, "context": e.context,
+                            "answer": a.map(|a| &a.text), "answer_start": a.map(|a| a.start_char)})
+                    })
+                    .collect::<Vec<_>>(),
+                Examples::Pair(v) => v.iter().map(|e| serde_json::json!({"line": e.line, "sentence1": e.first, "sentence2": e.second, "label": e.label})).collect(),
+            };
+            let path = dir.join(format!("{}.json", kind.name()));
+            write_atomic(&path, serde_json::to_string_pretty(&json).expect("serialises").as_bytes())?;
+        }
+        Ok(())
+    }
+
     fn print(&self, task: &str) {
         for r in &self.reports {
             let details: Vec<String> = r.details.iter().map(|(k, v)| format!("{k} {v}")).collect();

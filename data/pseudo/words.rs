@@ -1,13 +1,16 @@
 //! Words of a text, as the pseudo-data generators see them, and a text cut into pieces that can
 //! be dropped, reordered or replaced and put back together with exact character offsets.
 //!
-//! A word is a run of non-whitespace characters, except that a character of a script written
-//! without spaces between words (CJK ideographs, kana, full-width forms) is a word on its own,
-//! as MLQA's "mixed segmentation" treats Chinese. Punctuation stays attached to its word
-//! (`Brazil,` is one word): SimAlign aligns whitespace tokens too, and a perturbation then never
-//! separates a comma from its word.
+//! A word is a run of non-whitespace characters, except that a punctuation character (Unicode
+//! P* and ASCII symbols, MLQA's `PUNCT`) and a character of a script written without spaces
+//! between words (CJK ideographs, kana, full-width forms) are words on their own, as MLQA's
+//! "mixed segmentation" treats Chinese and BERT's basic tokenizer treats punctuation: `Brazil,`
+//! is `Brazil` and `,`, so that code-switching replaces `Brazil` by `Brasilien` and leaves the
+//! comma where it was.
 //!
 //! All offsets are characters (Unicode scalar values), the unit of SQuAD's `answer_start`.
+
+use crate::data::metrics::mlqa::is_punct;
 
 /// A character of a script written without spaces between words.
 pub fn is_unspaced(c: char) -> bool {
@@ -21,16 +24,21 @@ pub fn is_unspaced(c: char) -> bool {
         | 0x20000..=0x2FFFF) // CJK extensions B..
 }
 
+/// A character that is a word by itself.
+fn is_own_word(c: char) -> bool {
+    is_unspaced(c) || is_punct(c)
+}
+
 /// Character spans `start..end` of the words of `chars`, in order, offset by `base`.
 fn spans_of(chars: &[char], base: usize) -> Vec<(usize, usize)> {
     let mut out = Vec::new();
     let mut start: Option<usize> = None;
     for (i, &c) in chars.iter().enumerate() {
-        if c.is_whitespace() || is_unspaced(c) {
+        if c.is_whitespace() || is_own_word(c) {
             if let Some(s) = start.take() {
                 out.push((base + s, base + i));
             }
-            if is_unspaced(c) {
+            if is_own_word(c) {
                 out.push((base + i, base + i + 1));
             }
         } else if start.is_none() {
@@ -144,7 +152,7 @@ impl Segmented {
 
 /// Whether `a` followed directly by `b` would read as one word that the text did not have.
 fn would_merge(a: &Piece, b: &Piece) -> bool {
-    let spaced = |c: Option<char>| c.is_some_and(|c| !c.is_whitespace() && !is_unspaced(c));
+    let spaced = |c: Option<char>| c.is_some_and(|c| !c.is_whitespace() && !is_own_word(c));
     let neighbours = (a.fixed || b.fixed) && a.span.1 == b.span.0;
     spaced(a.text.chars().last()) && spaced(b.text.chars().next()) && !neighbours
 }
@@ -155,7 +163,8 @@ mod tests {
 
     #[test]
     fn words_split_on_whitespace_and_around_each_cjk_character() {
-        assert_eq!(word_spans("  The river, 1542. "), vec![(2, 5), (6, 12), (13, 18)]);
+        assert_eq!(word_spans("  The river, 1542. "), vec![(2, 5), (6, 11), (11, 12), (13, 17), (17, 18)]);
+        assert_eq!(word_spans("20,000 (U.S.)").len(), 9, "as BERT's basic tokenizer splits punctuation");
         // 他 在 1542 年 去 了 巴西 。 -> every ideograph a word, the digits one word.
         assert_eq!(word_spans("他在1542年去了巴西。"), vec![(0, 1), (1, 2), (2, 6), (6, 7), (7, 8), (8, 9), (9, 10), (10, 11), (11, 12)]);
         assert_eq!(word_spans("नमस्ते दुनिया"), vec![(0, 6), (7, 13)], "a virama does not split a Devanagari word");
@@ -195,6 +204,9 @@ mod tests {
         let mut s = Segmented::new("ab长cd", None);
         s.drop_piece(1);
         assert_eq!(s.render().0, "ab cd");
+        let mut s = Segmented::new("20,000", None);
+        s.drop_piece(1);
+        assert_eq!(s.render().0, "20 000");
         // `.` glued to the answer `1542` stays glued; a word swapped next to it does not glue.
         let mut s = Segmented::new("in 1542. then", Some((3, 7)));
         assert_eq!(s.render(), ("in 1542. then".to_string(), Some(3)));
