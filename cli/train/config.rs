@@ -311,7 +311,9 @@ fn apply_override(root: &mut toml::Value, spec: &str) -> Result<()> {
 /// `round(ratio * n)` pseudo examples, `n` being the task's real training examples (questions
 /// or pairs, after `sample`), split evenly between `kinds` in the order given. `ratio = 0` is
 /// the run without pseudo-data, bit for bit. Sub-tables configure the kinds; `kinds` chooses
-/// which run (a table of a kind not chosen is ignored, so a sweep can vary `pseudo.kinds`).
+/// which run (a table of a kind not chosen is still checked but not used, so a sweep can vary
+/// `pseudo.kinds`). `run.epochs` counts passes over the real examples, so runs at different
+/// ratios take the same number of steps. Checked in `pseudo.rs` (`PseudoConfig::validate`).
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct PseudoConfig {
@@ -385,58 +387,4 @@ pub struct CodeSwitchConfig {
 
 fn default_switch_prob() -> f32 {
     0.3
-}
-
-impl PseudoConfig {
-    fn validate(&self, path: &Path, tasks: &[TaskConfig]) -> Result<()> {
-        let err = |field: &str, msg: String| Err(Error::config(path, field, msg));
-        if !(self.ratio.is_finite() && self.ratio >= 0.0) {
-            return err("pseudo.ratio", format!("{} is not a number >= 0", self.ratio));
-        }
-        if self.kinds.is_empty() {
-            return err("pseudo.kinds", format!("give at least one of {}", polyadapt::data::pseudo::Kind::NAMES.join(", ")));
-        }
-        for (i, k) in self.kinds.iter().enumerate() {
-            if polyadapt::data::pseudo::Kind::parse(k).is_none() {
-                return err("pseudo.kinds", format!("`{k}` is not one of {}", polyadapt::data::pseudo::Kind::NAMES.join(", ")));
-            }
-            if self.kinds[..i].contains(k) {
-                return err("pseudo.kinds", format!("`{k}` is given twice"));
-            }
-        }
-        if let Some(t) = &self.task {
-            if !tasks.iter().any(|x| &x.name == t) {
-                return err("pseudo.task", format!("no task is named `{t}`"));
-            }
-        }
-        let prob = |field: &str, p: f32| if (0.0..=1.0).contains(&p) { Ok(()) } else { err(field, format!("{p} is not a probability in [0, 1]")) };
-        // Every table given is checked, chosen or not; a chosen kind needs its table (perturb
-        // has defaults for everything).
-        let chosen = |k: &str| self.kinds.iter().any(|x| x == k);
-        if chosen("self_training") && self.self_training.is_none() {
-            return err("pseudo.self_training", "`self_training` is in pseudo.kinds: give [pseudo.self_training] with `unlabelled = { path = ... }`".into());
-        }
-        if chosen("code_switch") && self.code_switch.is_none() {
-            return err("pseudo.code_switch", "`code_switch` is in pseudo.kinds: give [pseudo.code_switch] with `target = ...` (the parallel file)".into());
-        }
-        if let Some(s) = &self.self_training {
-            if !s.threshold.is_finite() {
-                return err("pseudo.self_training.threshold", format!("{} is not a number", s.threshold));
-            }
-        }
-        if let Some(p) = &self.perturb {
-            prob("pseudo.perturb.drop_prob", p.drop_prob)?;
-            prob("pseudo.perturb.swap_prob", p.swap_prob)?;
-            if p.max_span == 0 {
-                return err("pseudo.perturb.max_span", "a swapped span has at least 1 word".into());
-            }
-        }
-        if let Some(c) = &self.code_switch {
-            prob("pseudo.code_switch.prob", c.prob)?;
-            if !["question", "context"].contains(&c.text.as_str()) {
-                return err("pseudo.code_switch.text", format!("`{}` is not one of question, context", c.text));
-            }
-        }
-        Ok(())
-    }
 }
