@@ -8,6 +8,7 @@ pub mod jsonl;
 pub mod metrics;
 pub mod niv2;
 pub mod pairs;
+pub mod pseudo;
 pub mod qa_postprocess;
 pub mod qa_windows;
 pub mod sampling;

@@ -168,6 +168,35 @@ impl TextTokenizer {
     }
 }
 
+/// A tokenised text and the characters of the text each token comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CharTokens {
+    pub tokens: Tokens,
+    /// Per token: characters `start..end` of the text, `None` for a special token.
+    pub chars: Vec<Option<(usize, usize)>>,
+}
+
+impl TextTokenizer {
+    /// Tokenises single texts with the model's special tokens, cut to at most `max_len` tokens
+    /// (as [`TextTokenizer::encode_truncated`]), with each token's character span (the
+    /// tokenizer's byte offsets turned into characters).
+    pub fn encode_with_chars(&self, texts: &[String], max_len: usize) -> Result<Vec<CharTokens>> {
+        let mut inner = self.inner.clone();
+        let params = tokenizers::TruncationParams { max_length: max_len, ..Default::default() };
+        inner.with_truncation(Some(params)).map_err(|e| Error::tokenizer(&self.path, format!("cannot truncate to {max_len}: {e}")))?;
+        let encs = inner.encode_batch(texts.to_vec(), true).map_err(|e| Error::tokenizer(&self.path, format!("cannot tokenise: {e}")))?;
+        Ok(encs
+            .iter()
+            .zip(texts)
+            .map(|(e, text)| {
+                let to_chars = ByteToChar::new(text);
+                let chars = e.get_offsets().iter().zip(e.get_special_tokens_mask()).map(|(&(b0, b1), &sp)| (sp == 0).then(|| to_chars.span(b0, b1))).collect();
+                CharTokens { tokens: Tokens { ids: e.get_ids().to_vec(), type_ids: e.get_type_ids().to_vec() }, chars }
+            })
+            .collect())
+    }
+}
+
 /// One window of a (question, context) pair: the model's special tokens around the whole
 /// question and a contiguous slice of the context's tokens, as the tokenizer's post-processor
 /// lays them out (`[CLS] q [SEP] c [SEP]` for BERT, `<s> q </s></s> c </s>` for XLM-R).

@@ -30,6 +30,9 @@ pub struct Config {
     pub align: Option<AlignConfig>,
     #[serde(default)]
     pub reg: Option<RegConfig>,
+    /// Pseudo-data mixed into one task's training data (see `PseudoConfig`).
+    #[serde(default)]
+    pub pseudo: Option<PseudoConfig>,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
@@ -265,6 +268,9 @@ impl Config {
             one_of("align.pooling", &a.pooling, &["mean", "first"])?;
             one_of("align.text", &a.text, &["question", "context"])?;
         }
+        if let Some(p) = &self.pseudo {
+            p.validate(path, &self.tasks)?;
+        }
         Ok(())
     }
 
@@ -298,4 +304,88 @@ fn apply_override(root: &mut toml::Value, spec: &str) -> Result<()> {
         cur = table.entry(part.to_string()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
     }
     Err(Error::Usage(format!("--set {spec}: empty key")))
+}
+
+// ---- Pseudo-data (`[pseudo]`; see data/pseudo/mod.rs for what each kind makes) ----
+
+/// `[pseudo]`: synthetic examples mixed into one task's training data. The run mixes in
+/// `round(ratio * n)` pseudo examples, `n` being the task's real training examples (questions
+/// or pairs, after `sample`), split evenly between `kinds` in the order given. `ratio = 0` is
+/// the run without pseudo-data, bit for bit. Sub-tables configure the kinds; `kinds` chooses
+/// which run (a table of a kind not chosen is still checked but not used, so a sweep can vary
+/// `pseudo.kinds`). `run.epochs` counts passes over the real examples, so runs at different
+/// ratios take the same number of steps. Checked in `pseudo.rs` (`PseudoConfig::validate`).
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PseudoConfig {
+    /// Pseudo examples per real training example (0.4: 40 per 100).
+    pub ratio: f64,
+    /// Any of `self_training`, `perturb`, `code_switch`.
+    pub kinds: Vec<String>,
+    /// The task (by name) that gets them; default: the first.
+    #[serde(default)]
+    pub task: Option<String>,
+    #[serde(default)]
+    pub self_training: Option<SelfTrainingConfig>,
+    #[serde(default)]
+    pub perturb: Option<PerturbConfig>,
+    #[serde(default)]
+    pub code_switch: Option<CodeSwitchConfig>,
+}
+
+/// `[pseudo.self_training]`: the model labels `unlabelled` after `after_steps` optimiser steps
+/// and keeps training on the mix.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SelfTrainingConfig {
+    /// The unlabelled examples (their labels are dropped as they are read): `path`, `sample`
+    /// (0: all), `lang` (for reports).
+    pub unlabelled: DataConfig,
+    /// Keep labels whose confidence (span or class probability) is at least this.
+    #[serde(default = "default_threshold")]
+    pub threshold: f32,
+    /// Label after this many steps (default: one pass over the task's real training data).
+    #[serde(default)]
+    pub after_steps: Option<usize>,
+}
+
+fn default_threshold() -> f32 {
+    0.5
+}
+
+/// `[pseudo.perturb]`: copies with words dropped and adjacent spans swapped.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PerturbConfig {
+    pub drop_prob: f32,
+    pub swap_prob: f32,
+    /// Longest swapped span, in words.
+    pub max_span: usize,
+}
+
+impl Default for PerturbConfig {
+    fn default() -> Self {
+        PerturbConfig { drop_prob: 0.1, swap_prob: 0.1, max_span: 2 }
+    }
+}
+
+/// `[pseudo.code_switch]`: copies with words replaced by their aligned words in `target`, the
+/// parallel file (same question ids / line numbers as the task's training file).
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CodeSwitchConfig {
+    pub target: PathBuf,
+    /// Probability that an aligned word is replaced.
+    #[serde(default = "default_switch_prob")]
+    pub prob: f32,
+    /// Hidden state of the word vectors (default: two thirds of the depth, SimAlign's 8 of 12).
+    #[serde(default)]
+    pub layer: Option<usize>,
+    /// QA: `question` or `context` (outside the answer).
+    #[serde(default = "default_question")]
+    pub text: String,
+}
+
+fn default_switch_prob() -> f32 {
+    0.3
 }

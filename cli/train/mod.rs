@@ -13,6 +13,7 @@ mod metrics;
 mod order;
 mod pair;
 mod plots;
+mod pseudo;
 mod qa;
 mod setup;
 mod task;
@@ -82,6 +83,9 @@ pub fn run(args: Args) -> Result<()> {
         None => 0,
     };
     describe(&s);
+    if let Some(p) = &s.pseudo {
+        p.write_made(&run_dir)?;
+    }
     let mut trainer = trainer::Trainer::new(s, run_dir.clone(), start)?;
     let evals_path = run_dir.join("evals.jsonl");
     let mut on_eval = |step: usize, scores: &[EvalScore]| {
@@ -205,6 +209,7 @@ fn write_results(s: &setup::Setup, run_dir: &Path, o: &trainer::Outcome, scores:
         "trainable_params": s.store.trainable_numel(),
         "total_params": s.store.total_numel(),
         "eval": scores,
+        "pseudo": s.pseudo.as_ref().map(|p| &p.reports),
         "revision": env!("POLYADAPT_REVISION"),
     });
     write_atomic(&run_dir.join("results.json"), serde_json::to_string_pretty(&results).expect("serialises").as_bytes())

@@ -1,8 +1,13 @@
 //! Extractive QA as a training task: SQuAD-format or JSON Lines data, question/context windows, the QA head
 //! and its loss; evaluation by exact match and F1 (SQuAD v1.1) over whole questions.
 
+use std::collections::HashSet;
+use std::path::Path;
+
 use polyadapt::data::metrics::squad::{evaluate, SquadV1Normalizer};
-use polyadapt::data::qa_postprocess::{predict_answers, SpanConfig};
+use polyadapt::data::pseudo::self_training::{qa_labelled, span_probability};
+use polyadapt::data::pseudo::{qa_key, Examples};
+use polyadapt::data::qa_postprocess::{best_span, predict_answers, SpanConfig, WindowLogits};
 use polyadapt::data::qa_windows::{batch_windows, build_windows, QaWindow, WindowConfig};
 use polyadapt::data::sampling::sample_n;
 use polyadapt::data::formats::read_qa_data;
@@ -30,6 +35,10 @@ pub struct QaTask {
     train: Vec<QaWindow>,
     evals: Vec<EvalSet>,
     pad_id: u32,
+    /// For pseudo-data: the sampled training questions, the windowing, the evaluated keys.
+    examples: Vec<QaExample>,
+    windows: WindowConfig,
+    evaluated: HashSet<String>,
 }
 
 impl QaTask {
@@ -63,7 +72,8 @@ impl QaTask {
             evals.push(EvalSet { name: data_name(e), lang: e.lang.clone(), examples, windows });
         }
         let head = QaHead::new(store, hidden, seed)?;
-        Ok(QaTask { name: cfg.name.clone(), weight: cfg.weight, head, train, evals, pad_id: tok.pad_id() })
+        let evaluated = evals.iter().flat_map(|e| e.examples.iter().map(qa_key)).collect();
+        Ok(QaTask { name: cfg.name.clone(), weight: cfg.weight, head, train, evals, pad_id: tok.pad_id(), examples: picked, windows, evaluated })
     }
 
     /// Start and end logits of each window, `[window tokens]` each.
@@ -72,6 +82,23 @@ impl QaTask {
         let (tokens, offsets) = ctx.encode(tape, &batch)?;
         let logits = self.head.logits(tape, ctx.store, &tokens)?;
         Ok((logits, offsets))
+    }
+
+    /// Start and end logits of every window, `batch` windows per forward pass (no gradients).
+    fn all_logits(&self, ctx: &mut Ctx<'_>, windows: &[QaWindow], batch: usize) -> Result<(Vec<Vec<f32>>, Vec<Vec<f32>>)> {
+        let (mut starts, mut ends) = (Vec::new(), Vec::new());
+        for chunk in windows.chunks(batch.max(1)) {
+            let refs: Vec<&QaWindow> = chunk.iter().collect();
+            let mut tape = Tape::no_grad();
+            let (logits, offsets) = self.logits(ctx, &mut tape, &refs)?;
+            let v = logits.value().f32s();
+            for w in 0..refs.len() {
+                let rows = offsets[w]..offsets[w + 1];
+                starts.push(rows.clone().map(|r| v[r * 2]).collect::<Vec<f32>>());
+                ends.push(rows.map(|r| v[r * 2 + 1]).collect::<Vec<f32>>());
+            }
+        }
+        Ok((starts, ends))
     }
 }
 
@@ -113,18 +140,7 @@ impl Task for QaTask {
     fn evaluate(&self, ctx: &mut Ctx<'_>, batch: usize) -> Result<Vec<EvalScore>> {
         let mut out = Vec::new();
         for set in &self.evals {
-            let (mut starts, mut ends) = (Vec::new(), Vec::new());
-            for chunk in set.windows.chunks(batch.max(1)) {
-                let refs: Vec<&QaWindow> = chunk.iter().collect();
-                let mut tape = Tape::no_grad();
-                let (logits, offsets) = self.logits(ctx, &mut tape, &refs)?;
-                let v = logits.value().f32s();
-                for w in 0..refs.len() {
-                    let rows = offsets[w]..offsets[w + 1];
-                    starts.push(rows.clone().map(|r| v[r * 2]).collect::<Vec<f32>>());
-                    ends.push(rows.map(|r| v[r * 2 + 1]).collect::<Vec<f32>>());
-                }
-            }
+            let (starts, ends) = self.all_logits(ctx, &set.windows, batch)?;
             let predictions = predict_answers(&set.examples, &set.windows, &starts, &ends, &SpanConfig::default())?;
             let truths: Vec<Vec<String>> = set.examples.iter().map(|e| e.answers.iter().map(|a| a.text.clone()).collect()).collect();
             let scores = evaluate(&predictions, &truths, &SquadV1Normalizer).map_err(|e| e.context(format!("evaluating on {}", set.name)))?;
@@ -140,5 +156,56 @@ impl Task for QaTask {
             });
         }
         Ok(out)
+    }
+
+    fn real_examples(&self) -> Examples {
+        Examples::Qa(self.examples.clone())
+    }
+
+    fn evaluated_keys(&self) -> &HashSet<String> {
+        &self.evaluated
+    }
+
+    fn read_unlabelled(&self, path: &Path, bad: BadRecords) -> Result<Examples> {
+        let set = read_qa_data(path, bad)?;
+        report_skipped(path, &set.skipped);
+        Ok(Examples::Qa(set.examples).without_labels())
+    }
+
+    fn extend_train(&mut self, tok: &TextTokenizer, examples: &Examples) -> Result<usize> {
+        let Examples::Qa(examples) = examples else {
+            return Err(Error::Usage(format!("task `{}` is extractive QA: classification examples cannot join it", self.name)));
+        };
+        let windows = build_windows(tok, examples, &self.windows).with_context(|| format!("task `{}`: pseudo-data", self.name))?;
+        let n = windows.len();
+        self.train.extend(windows);
+        Ok(n)
+    }
+
+    fn pseudo_label(&self, ctx: &mut Ctx<'_>, tok: &TextTokenizer, examples: &Examples, batch: usize) -> Result<(Examples, Vec<Option<f32>>)> {
+        let Examples::Qa(examples) = examples else {
+            return Err(Error::Usage(format!("task `{}` is extractive QA: it cannot label classification examples", self.name)));
+        };
+        let windows = build_windows(tok, examples, &self.windows).with_context(|| format!("task `{}`: unlabelled data", self.name))?;
+        let (starts, ends) = self.all_logits(ctx, &windows, batch)?;
+        let mut by_example: Vec<Vec<usize>> = vec![Vec::new(); examples.len()];
+        windows.iter().enumerate().for_each(|(i, w)| by_example[w.example].push(i));
+        let (mut labelled, mut confidence) = (Vec::new(), Vec::new());
+        for (ex, idx) in examples.iter().zip(&by_example) {
+            let wins: Vec<&QaWindow> = idx.iter().map(|&i| &windows[i]).collect();
+            let lg: Vec<WindowLogits> = idx.iter().map(|&i| WindowLogits { start: &starts[i], end: &ends[i] }).collect();
+            match best_span(ex, &wins, &lg, &SpanConfig::default())? {
+                Some(p) if p.end_char > p.start_char => {
+                    let w = idx[p.window];
+                    confidence.push(Some(span_probability(&starts[w], &ends[w], p.start_token, p.end_token)));
+                    labelled.push(qa_labelled(ex, &p));
+                }
+                _ => {
+                    confidence.push(None);
+                    labelled.push(ex.clone());
+                }
+            }
+        }
+        Ok((Examples::Qa(labelled), confidence))
     }
 }
