@@ -2,7 +2,9 @@
 
 mod fetch_model;
 mod hidden;
+mod report;
 mod score;
+mod sweep;
 pub(crate) mod model_arg;
 mod train;
 
@@ -27,6 +29,12 @@ enum Command {
     Train(train::Args),
     /// Score predictions made elsewhere (SQuAD or MLQA EM/F1, accuracy); the last line is JSON.
     Score(score::Args),
+    /// Train every point of a grid of configurations (keys x values x seeds), one run
+    /// directory each; finished points are skipped, killed ones continued.
+    Sweep(sweep::Args),
+    /// Tables (Markdown: mean ± std over seeds, stability) and ablation plots (PNG) of finished
+    /// runs or sweeps.
+    Report(report::Args),
 }
 
 pub fn run(cli: Cli) -> Result<()> {
@@ -35,5 +43,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Hidden(a) => hidden::run(a),
         Command::Train(a) => train::run(a),
         Command::Score(a) => score::run(a),
+        Command::Sweep(a) => sweep::run(a),
+        Command::Report(a) => report::run(a),
     }
 }
