@@ -264,6 +264,10 @@ impl Config {
         if self.run.steps == 0 && self.run.epochs == 0 {
             return err("run.steps", "give a number of steps or of epochs".into());
         }
+        // Checked here too (the schedule checks it at setup) so that a sweep finds it up front.
+        if self.run.steps > 0 && self.optim.warmup_steps > self.run.steps {
+            return err("optim.warmup_steps", format!("{} warm-up steps exceed the {} steps of the run", self.optim.warmup_steps, self.run.steps));
+        }
         if self.tasks.is_empty() {
             return err("tasks", "at least one task is needed".into());
         }
