@@ -189,7 +189,7 @@ mod tests {
         let mut d = doc("[a]\nx = 1\n[b]\ny = 1\n");
         KeyPath::parse("b").unwrap().remove(&mut d).unwrap();
         KeyPath::parse("a.x").unwrap().remove(&mut d).unwrap();
-        assert_eq!(d.to_string().trim(), "[a]");
+        assert_eq!(d, doc("[a]\n"));
         let e = KeyPath::parse("c").unwrap().remove(&mut d).unwrap_err();
         assert!(e.contains("cannot remove `c`"), "{e}");
     }
