@@ -11,7 +11,7 @@ use plotters::prelude::*;
 
 use polyadapt::{Error, Result};
 
-use super::runs::Label;
+use super::runs::{Label, Run};
 use super::table::{metric, run_mean, stats, Layout, KINDS};
 use crate::cli::train::plots::font_ready;
 
@@ -58,16 +58,19 @@ fn label<'a>(labels: &'a [(String, Label)], name: &str) -> Option<&'a Label> {
     labels.iter().find(|(n, _)| n == name).map(|(_, v)| v)
 }
 
+/// The runs of one x value (its seeds).
+type AtX<'a> = (f64, Vec<&'a Run>);
+
 fn curves(layout: &Layout, axis: &str, kind: &str, cols: &[usize]) -> Vec<Series> {
     // Groups by (the other labels) then x; each group's runs are one x's seeds.
-    let mut by_line: BTreeMap<Vec<(String, Label)>, Vec<(f64, Vec<&super::runs::Run>)>> = BTreeMap::new();
+    let mut by_line: BTreeMap<Vec<(String, Label)>, Vec<AtX>> = BTreeMap::new();
     for g in &layout.groups {
         let r0 = g.runs[0];
         let Some(x) = label(&r0.labels, axis).and_then(|l| l.num) else { continue };
         let others: Vec<(String, Label)> = r0.labels.iter().filter(|(n, _)| n != axis).cloned().collect();
         by_line.entry(others).or_default().push((x, g.runs.clone()));
     }
-    let point = |runs: &[&super::runs::Run], f: &dyn Fn(&super::runs::Run) -> Option<f64>| {
+    let point = |runs: &[&Run], f: &dyn Fn(&Run) -> Option<f64>| {
         let xs: Vec<f64> = runs.iter().filter_map(|r| f(r)).collect();
         stats(&xs).map(|s| (s.mean, s.std.unwrap_or(0.0)))
     };
