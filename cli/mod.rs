@@ -2,7 +2,9 @@
 
 mod fetch_model;
 mod hidden;
+mod report;
 mod score;
+mod sweep;
 pub(crate) mod model_arg;
 mod train;
 
@@ -28,6 +30,12 @@ enum Command {
     /// Score predictions made elsewhere (SQuAD or MLQA EM/F1, BLEU, ROUGE-L, METEOR, accuracy);
     /// the last line is JSON.
     Score(score::Args),
+    /// Train every point of a grid of configurations (keys x values x seeds), one run
+    /// directory each; finished points are skipped, killed ones continued.
+    Sweep(sweep::Args),
+    /// Tables (Markdown: mean ± std over seeds, stability) and ablation plots (PNG) of finished
+    /// runs or sweeps.
+    Report(report::Args),
 }
 
 pub fn run(cli: Cli) -> Result<()> {
@@ -36,5 +44,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Hidden(a) => hidden::run(a),
         Command::Train(a) => train::run(a),
         Command::Score(a) => score::run(a),
+        Command::Sweep(a) => sweep::run(a),
+        Command::Report(a) => report::run(a),
     }
 }

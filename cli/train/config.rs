@@ -166,6 +166,15 @@ pub struct DataConfig {
     /// Language tag for reports and metrics.
     #[serde(default)]
     pub lang: Option<String>,
+    /// The seed of `sample` / `per_class` (default: the run's). Evaluation sets with a seed of
+    /// their own are the same subset in every run of a sweep, so the spread over seeds is the
+    /// training's, not the subset's.
+    #[serde(default)]
+    pub seed: Option<u64>,
+    /// Classification training data only: K examples of each class drawn with the run's seed
+    /// (0: use `sample`).
+    #[serde(default)]
+    pub per_class: usize,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
@@ -227,6 +236,11 @@ impl Config {
         for o in overrides {
             apply_override(&mut value, o)?;
         }
+        Config::from_value(value, path)
+    }
+
+    /// Checks an already parsed (and overridden) TOML document; errors name `path` and the key.
+    pub fn from_value(value: toml::Value, path: &Path) -> Result<Config> {
         let config: Config = serde_path_to_error::deserialize(value).map_err(|e| {
             let key = e.path().to_string();
             Error::config(path, key, e.inner().to_string())
@@ -254,6 +268,10 @@ impl Config {
         if self.run.steps == 0 && self.run.epochs == 0 {
             return err("run.steps", "give a number of steps or of epochs".into());
         }
+        // Checked here too (the schedule checks it at setup) so that a sweep finds it up front.
+        if self.run.steps > 0 && self.optim.warmup_steps > self.run.steps {
+            return err("optim.warmup_steps", format!("{} warm-up steps exceed the {} steps of the run", self.optim.warmup_steps, self.run.steps));
+        }
         if self.tasks.is_empty() {
             return err("tasks", "at least one task is needed".into());
         }
@@ -261,6 +279,12 @@ impl Config {
             one_of(&format!("tasks[{i}].kind"), &t.kind, &["qa", "pair"])?;
             if t.kind == "pair" && t.labels.len() < 2 {
                 return err(&format!("tasks[{i}].labels"), "a classification task needs at least two labels".into());
+            }
+            if t.train.per_class > 0 && (t.kind != "pair" || t.train.sample > 0) {
+                return err(&format!("tasks[{i}].train.per_class"), "only for a pair task, and not together with `sample`".into());
+            }
+            if let Some(j) = t.eval.iter().position(|e| e.per_class > 0) {
+                return err(&format!("tasks[{i}].eval[{j}].per_class"), "only training data is sampled per class".into());
             }
         }
         if let Some(a) = &self.align {

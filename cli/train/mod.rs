@@ -8,11 +8,11 @@
 
 mod align;
 mod checkpoint;
-mod config;
+pub(crate) mod config;
 mod metrics;
 mod order;
 mod pair;
-mod plots;
+pub(crate) mod plots;
 mod pseudo;
 mod qa;
 mod setup;
@@ -51,8 +51,8 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let (cfg, run_dir) = match &args.resume {
-        Some(dir) => (Config::load(&dir.join("config.toml"), &[])?, dir.clone()),
+    match &args.resume {
+        Some(dir) => train_in(Config::load(&dir.join("config.toml"), &[])?, dir, true),
         None => {
             let path = args.config.as_ref().expect("clap requires --config without --resume");
             let mut overrides = args.set.clone();
@@ -63,9 +63,16 @@ pub fn run(args: Args) -> Result<()> {
             let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "run".into());
             let dir = args.out.clone().unwrap_or_else(|| Path::new("runs").join(stem));
             start_run_dir(&dir, &cfg)?;
-            (cfg, dir)
+            train_in(cfg, &dir, false)
         }
-    };
+    }
+}
+
+/// Trains `cfg` in `run_dir` (created by [`start_run_dir`]) to the end: from its last
+/// checkpoint when `resume` (from the start when it has none), then the final evaluation,
+/// the adapter, `results.json` and `loss.png`. The sweep calls this once per point.
+pub(crate) fn train_in(cfg: Config, run_dir: &Path, resume: bool) -> Result<()> {
+    let run_dir = run_dir.to_path_buf();
     if cfg.run.threads > 0 {
         // Only fails if a pool already exists (tests in one process): then the pool stays.
         let _ = rayon::ThreadPoolBuilder::new().num_threads(cfg.run.threads).build_global();
@@ -74,7 +81,8 @@ pub fn run(args: Args) -> Result<()> {
     // The tokenizer and the raw data are gone: give their memory back before training.
     polyadapt::engine::memory::release_free_memory();
     let total = s.total_steps;
-    let start = match args.resume.as_ref().and_then(|d| checkpoint::list(d).ok()?.last().copied()) {
+    let last = if resume { checkpoint::list(&run_dir).ok().and_then(|l| l.last().copied()) } else { None };
+    let start = match last {
         Some(step) => {
             restore(&mut s, &run_dir, step)?;
             eprintln!("resuming {} at step {step} of {total}", run_dir.display());
@@ -110,7 +118,7 @@ pub fn run(args: Args) -> Result<()> {
 
 /// Creates the run directory with its resolved configuration; refuses one that already holds
 /// a run (that is what `--resume` is for).
-fn start_run_dir(dir: &Path, cfg: &Config) -> Result<()> {
+pub(crate) fn start_run_dir(dir: &Path, cfg: &Config) -> Result<()> {
     if dir.join("config.toml").exists() {
         return Err(Error::Usage(format!(
             "{} already holds a run: continue it with --resume {0}, or choose another --out",

@@ -9,7 +9,7 @@ use polyadapt::data::pairs::PairExample;
 use polyadapt::data::pseudo::self_training::class_probability;
 use polyadapt::data::pseudo::{pair_key, Examples, UNLABELLED};
 use polyadapt::data::squad::BadRecords;
-use polyadapt::data::sampling::sample_n;
+use polyadapt::data::sampling::{sample_n, sample_per_class};
 use polyadapt::data::tokenize::Tokens;
 use polyadapt::data::{EncodedBatch, TextTokenizer};
 use polyadapt::engine::autograd::{ParamStore, Tape, Var};
@@ -52,7 +52,12 @@ impl PairTask {
         let set = read_pair_data(&cfg.train.path, &cfg.labels, bad)?;
         report_skipped(&cfg.train.path, &set.skipped);
         let n = set.examples.len();
-        let split = sample_n(n, if cfg.train.sample > 0 { cfg.train.sample } else { n }, seed)?;
+        let split = if cfg.train.per_class > 0 {
+            let labels: Vec<usize> = set.examples.iter().map(|e| e.label).collect();
+            sample_per_class(&labels, cfg.train.per_class, cfg.train.seed.unwrap_or(seed)).map_err(|e| e.context(format!("task `{}`: {}", cfg.name, cfg.train.path.display())))?
+        } else {
+            sample_n(n, if cfg.train.sample > 0 { cfg.train.sample } else { n }, cfg.train.seed.unwrap_or(seed))?
+        };
         let picked: Vec<PairExample> = split.train.iter().map(|&i| set.examples[i].clone()).collect();
         let train = encode(tok, &picked, max_len)?;
         let mut evals = Vec::new();
@@ -66,7 +71,7 @@ impl PairTask {
                 examples = split.rest.iter().map(|&i| set.examples[i].clone()).collect();
             }
             if e.sample > 0 && e.sample < examples.len() {
-                let mut keep = sample_n(examples.len(), e.sample, seed ^ 0xe7a1)?.train;
+                let mut keep = sample_n(examples.len(), e.sample, e.seed.unwrap_or(seed) ^ 0xe7a1)?.train;
                 keep.sort_unstable();
                 examples = keep.into_iter().map(|i| examples[i].clone()).collect();
             }

@@ -47,7 +47,8 @@ impl QaTask {
         let train_set = read_qa_data(&cfg.train.path, bad)?;
         report_skipped(&cfg.train.path, &train_set.skipped);
         let n = train_set.examples.len();
-        let split = if cfg.train.sample > 0 { sample_n(n, cfg.train.sample, seed)? } else { sample_n(n, n, seed)? };
+        let train_seed = cfg.train.seed.unwrap_or(seed);
+        let split = if cfg.train.sample > 0 { sample_n(n, cfg.train.sample, train_seed)? } else { sample_n(n, n, train_seed)? };
         let picked: Vec<QaExample> = split.train.iter().map(|&i| train_set.examples[i].clone()).collect();
         let train = build_windows(tok, &picked, &windows).with_context(|| format!("task `{}`: {}", cfg.name, cfg.train.path.display()))?;
         let mut evals = Vec::new();
@@ -55,7 +56,7 @@ impl QaTask {
             let set = read_qa_data(&e.path, bad)?;
             report_skipped(&e.path, &set.skipped);
             let mut examples = set.examples;
-            let limit = sampled_eval(e, &mut examples, seed)?;
+            let limit = sampled_eval(e, &mut examples, e.seed.unwrap_or(seed))?;
             // Never evaluate on what was sampled for training in this run.
             if same_file(&e.path, &cfg.train.path) {
                 let held_out: Vec<QaExample> = split.rest.iter().map(|&i| train_set.examples[i].clone()).collect();
