@@ -4,6 +4,7 @@ pub mod bert;
 pub mod config;
 pub mod e5s;
 pub mod fetch;
+pub mod gguf;
 pub mod heads;
 pub mod hooks;
 pub mod losses;
