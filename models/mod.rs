@@ -7,6 +7,7 @@ pub mod fetch;
 pub mod gguf;
 pub mod heads;
 pub mod hooks;
+pub mod llama;
 pub mod losses;
 pub mod peft;
 pub mod weights;
