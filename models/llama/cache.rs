@@ -47,6 +47,11 @@ impl KvCache {
         self.lens.iter().all(|&n| n == 0)
     }
 
+    /// The cached keys and values of sequence `b` in layer `layer`, `[len, kv_width]` each.
+    pub fn layer(&self, layer: usize, b: usize) -> (&[f32], &[f32]) {
+        (&self.keys[layer][b], &self.values[layer][b])
+    }
+
     /// Keeps the sequences whose `keep` entry is true, in order.
     pub fn retain(&mut self, keep: &[bool]) -> Result<()> {
         if keep.len() != self.batch() {
