@@ -74,3 +74,31 @@ impl GgufBuilder {
         out
     }
 }
+
+impl GgufBuilder {
+    pub fn kv_str(self, key: &str, v: &str) -> Self {
+        let mut raw = Vec::new();
+        string(&mut raw, v);
+        self.kv_raw(key, 8, &raw)
+    }
+
+    pub fn kv_str_array(self, key: &str, items: &[&str]) -> Self {
+        let mut raw = 8u32.to_le_bytes().to_vec();
+        raw.extend((items.len() as u64).to_le_bytes());
+        for s in items {
+            string(&mut raw, s);
+        }
+        self.kv_raw(key, 9, &raw)
+    }
+
+    /// The metadata of a LLaMA with `layers` layers of width 8 (2 heads), vocabulary 4.
+    pub fn llama_metadata(self, arch: &str) -> Self {
+        self.kv_str("general.architecture", arch)
+            .kv_u32(&format!("{arch}.block_count"), 1)
+            .kv_u32(&format!("{arch}.embedding_length"), 8)
+            .kv_u32(&format!("{arch}.feed_forward_length"), 16)
+            .kv_u32(&format!("{arch}.attention.head_count"), 2)
+            .kv_u32(&format!("{arch}.context_length"), 16)
+            .kv_u32(&format!("{arch}.vocab_size"), 4)
+    }
+}
