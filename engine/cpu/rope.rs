@@ -53,7 +53,7 @@ impl RopeFreqs {
 /// with `inverse`, rotates by the negative angle (the backward).
 pub fn rope<T: Real>(x: &[T], cos: &[T], sin: &[T], heads: usize, half: usize, inverse: bool, y: &mut [T]) {
     let width = heads * 2 * half;
-    let rows = if width == 0 { 0 } else { x.len() / width };
+    let rows = x.len().checked_div(width).unwrap_or(0);
     map_rows(y, rows, width, |r, yr| {
         let xr = &x[r * width..(r + 1) * width];
         let (c, s) = (&cos[r * half..(r + 1) * half], &sin[r * half..(r + 1) * half]);

@@ -159,8 +159,11 @@ fn bf16_row(b: &[u8], out: &mut [f32]) {
     }
 }
 
+/// Dequantises whole blocks (or, for plain types, a whole row).
+type BlockFn = fn(&[u8], &mut [f32]);
+
 /// The block function of a supported type.
-fn block_fn(ty: GgmlType) -> Option<fn(&[u8], &mut [f32])> {
+fn block_fn(ty: GgmlType) -> Option<BlockFn> {
     Some(match ty {
         t if t == types::F32 => f32_row,
         t if t == types::F16 => f16_row,
@@ -182,7 +185,7 @@ fn block_fn(ty: GgmlType) -> Option<fn(&[u8], &mut [f32])> {
 pub fn dequantize_row(ty: GgmlType, src: &[u8], out: &mut [f32]) -> bool {
     let Some(f) = block_fn(ty) else { return false };
     let blocks = out.len() / ty.block_elems;
-    if out.len() % ty.block_elems != 0 || src.len() != blocks * ty.block_bytes {
+    if !out.len().is_multiple_of(ty.block_elems) || src.len() != blocks * ty.block_bytes {
         return false;
     }
     // Plain types convert a whole row at once; block types one block at a time.

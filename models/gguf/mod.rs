@@ -173,7 +173,7 @@ impl GgufFile {
             ));
         }
         let cols = t.dims[0] as usize;
-        let rows = if cols == 0 { 0 } else { (t.size as usize / t.ty.block_bytes * t.ty.block_elems) / cols };
+        let rows = (t.size as usize / t.ty.block_bytes * t.ty.block_elems).checked_div(cols).unwrap_or(0);
         if let Some(o) = order {
             let mut seen = vec![false; rows];
             if o.len() != rows || o.iter().any(|&r| r >= rows || std::mem::replace(&mut seen[r], true)) {
@@ -220,7 +220,7 @@ impl GgufFile {
 /// `_reverse_permute_weights` undoes it): output row `h*d + s*d/2 + j` is file row
 /// `h*d + 2j + s`, for head `h`, half `s` in {0, 1} and `j < d/2`.
 pub fn unpermute_qk_rows(rows: usize, heads: usize) -> Option<Vec<usize>> {
-    if heads == 0 || rows % heads != 0 || (rows / heads) % 2 != 0 {
+    if heads == 0 || !rows.is_multiple_of(heads) || !(rows / heads).is_multiple_of(2) {
         return None;
     }
     let d = rows / heads;

@@ -168,10 +168,10 @@ impl LlamaConfig {
 
     fn validate(&self, path: &Path) -> Result<()> {
         let err = |field: &str, msg: String| Err(Error::config(path, field, msg));
-        if self.num_attention_heads % self.num_key_value_heads != 0 {
+        if !self.num_attention_heads.is_multiple_of(self.num_key_value_heads) {
             return err("num_key_value_heads", format!("{} query heads cannot share {} key/value heads", self.num_attention_heads, self.num_key_value_heads));
         }
-        if self.head_dim % 2 != 0 {
+        if !self.head_dim.is_multiple_of(2) {
             return err("head_dim", format!("rotary embedding needs an even head size, found {}", self.head_dim));
         }
         if !(self.rms_norm_eps > 0.0 && self.rms_norm_eps.is_finite()) {

@@ -216,10 +216,10 @@ impl LlamaModel {
         let mut offsets = vec![0];
         let mut positions = Vec::with_capacity(ids.len() + batch.batch * k);
         let mut real = Vec::with_capacity(ids.len());
-        for b in 0..batch.batch {
+        for (b, &p) in past.iter().enumerate() {
             let start = *offsets.last().expect("starts with 0");
             let n = packing.offsets[b + 1] - packing.offsets[b];
-            positions.extend((0..(k + n) as u32).map(|j| (past[b] + shift) as u32 + j));
+            positions.extend((0..(k + n) as u32).map(|j| (p + shift) as u32 + j));
             real.extend(start + k..start + k + n);
             offsets.push(start + k + n);
         }
