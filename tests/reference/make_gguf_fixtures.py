@@ -26,7 +26,9 @@ sys.dont_write_bytecode = True
 import gguf
 import numpy as np
 from gguf import GGMLQuantizationType as T
-from safetensors.numpy import save_file
+import torch
+
+from reference_common import write_reference
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_GGUF = Path.home() / ".cache/polyadapt/models/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -134,14 +136,13 @@ def make_quants(out: Path):
         if t.name in expected:
             got = gguf.quants.dequantize(t.data, t.tensor_type).reshape(expected[t.name].shape)
             assert np.array_equal(got, expected[t.name]), t.name
-    save_file({k: np.ascontiguousarray(v) for k, v in sorted(expected.items())}, str(out / "quants_expected.safetensors"),
-              metadata={"gguf": gguf.__version__ if hasattr(gguf, "__version__") else "0.19.0", "seed": str(SEED)})
+    write_reference(out / "quants_expected.safetensors", {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in expected.items()},
+                    {"gguf": "0.19.0", "seed": str(SEED), "what": "gguf.quants.dequantize of each tensor of quants.gguf"})
     (out / "quants_metadata.json").write_text(json.dumps(meta, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     print(f"quants.gguf: {path.stat().st_size} bytes, {len(expected)} expected tensors")
 
 
 def make_real(gguf_path: Path, out: Path):
-    import torch
     from transformers import AutoTokenizer, LlamaForCausalLM
 
     reader = gguf.GGUFReader(str(gguf_path))
