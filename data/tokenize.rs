@@ -99,8 +99,33 @@ impl TextTokenizer {
         Ok(TextTokenizer { inner, path: path.to_path_buf(), pad_id })
     }
 
+    /// A tokenizer built in memory (e.g. from a GGUF file's vocabulary); `path` names its
+    /// source in errors.
+    pub fn from_tokenizer(mut inner: tokenizers::Tokenizer, path: &Path, pad_id: u32) -> Result<TextTokenizer> {
+        inner.with_padding(None);
+        inner
+            .with_truncation(None)
+            .map_err(|e| Error::tokenizer(path, format!("cannot switch truncation off: {e}")))?;
+        Ok(TextTokenizer { inner, path: path.to_path_buf(), pad_id })
+    }
+
     pub fn pad_id(&self) -> u32 {
         self.pad_id
+    }
+
+    /// The ids of one text, with the model's special tokens when `add_special`.
+    pub fn encode_ids(&self, text: &str, add_special: bool) -> Result<Vec<u32>> {
+        let e = self.inner.encode(text, add_special).map_err(|e| Error::tokenizer(&self.path, format!("cannot tokenise: {e}")))?;
+        Ok(e.get_ids().to_vec())
+    }
+
+    /// The text of `ids` (special tokens left out when `skip_special`).
+    pub fn decode(&self, ids: &[u32], skip_special: bool) -> Result<String> {
+        self.inner.decode(ids, skip_special).map_err(|e| Error::tokenizer(&self.path, format!("cannot decode: {e}")))
+    }
+
+    pub fn token_to_id(&self, token: &str) -> Option<u32> {
+        self.inner.token_to_id(token)
     }
 
     pub fn vocab_size(&self) -> usize {
