@@ -114,15 +114,6 @@ fn names_and_numbers_align_in_hand_written_parallel_sentences() {
 }
 
 /// `../shared/data` (or `POLYADAPT_DATA`), when this machine has it.
-fn shared_data() -> Option<PathBuf> {
-    let dir = std::env::var_os("POLYADAPT_DATA").map(PathBuf::from).unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data"));
-    if dir.is_dir() {
-        Some(dir)
-    } else {
-        eprintln!("skipped: no real data at {} (the committed fixtures cover the same code)", dir.display());
-        None
-    }
-}
 
 #[test]
 fn names_and_numbers_align_in_real_xquad_questions_and_pawsx_sentences() {

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use polyadapt::data::metrics::mlqa::MlqaLang;
 use polyadapt::models::peft::MethodsConfig;
 use polyadapt::{Error, Result};
 
@@ -175,6 +176,12 @@ pub struct DataConfig {
     /// (0: use `sample`).
     #[serde(default)]
     pub per_class: usize,
+    /// QA evaluation sets only: the answer normalisation of EM/F1. `squad` (the default: SQuAD
+    /// v1.1's official script, as XTREME scores XQuAD and TyDiQA) or `mlqa` (MLQA's official
+    /// script for the set's `lang`: Unicode punctuation, that language's articles, Chinese
+    /// scored per character).
+    #[serde(default)]
+    pub metric: Option<String>,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
@@ -285,6 +292,23 @@ impl Config {
             }
             if let Some(j) = t.eval.iter().position(|e| e.per_class > 0) {
                 return err(&format!("tasks[{i}].eval[{j}].per_class"), "only training data is sampled per class".into());
+            }
+            if t.train.metric.is_some() {
+                return err(&format!("tasks[{i}].train.metric"), "a metric is chosen per evaluation set".into());
+            }
+            for (j, e) in t.eval.iter().enumerate() {
+                let Some(metric) = &e.metric else { continue };
+                let field = format!("tasks[{i}].eval[{j}].metric");
+                if t.kind != "qa" {
+                    return err(&field, format!("only QA evaluation sets choose a metric (this task is `{}`)", t.kind));
+                }
+                one_of(&field, metric, &["squad", "mlqa"])?;
+                if metric == "mlqa" {
+                    let lang = e.lang.as_deref().unwrap_or_default();
+                    if MlqaLang::parse(lang).is_err() {
+                        return err(&field, format!("`mlqa` needs the set's `lang` to be one of en, es, hi, vi, de, ar, zh (it is `{lang}`)"));
+                    }
+                }
             }
         }
         if let Some(a) = &self.align {

@@ -47,6 +47,10 @@ pub struct EvalScore {
     pub lang: Option<String>,
     pub count: usize,
     pub metrics: BTreeMap<String, f64>,
+    /// QA: the predicted answer of each question id, written to the run's `predictions/` at
+    /// the end so `engine-train score` can re-score them (not part of results.json).
+    #[serde(skip)]
+    pub predictions: Option<BTreeMap<String, String>>,
 }
 
 pub trait Task {
