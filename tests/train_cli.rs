@@ -194,6 +194,8 @@ fn configuration_mistakes_name_the_key() {
         (good.replace("kind = \"qa\"", "kind = \"qaa\""), vec![], "tasks[0].kind"),
         (good.clone(), vec!["--set", "run.batch_size=many"], "run.batch_size"),
         (good.clone(), vec!["--set", "optim.schedule=triangle"], "optim.schedule"),
+        (good.clone(), vec!["--set", "tasks[3].train.sample=2"], "tasks[3]"),
+        (good.clone(), vec!["--set", "tasks[0].eval[0].metric=bleu"], "tasks[0].eval[0].metric"),
         (good.replace("[model]", "[model]\nextra = 1"), vec![], "unknown field `extra`"),
         (good.replace("lang = \"mixed\"", "lang = \"mixed\", metric = \"bleu\""), vec![], "tasks[0].eval[0].metric"),
         (good.replace("lang = \"mixed\"", "lang = \"mixed\", metric = \"mlqa\""), vec![], "tasks[0].eval[0].metric"),
@@ -246,13 +248,14 @@ fn qa_evaluation_scores_its_predictions_with_the_chosen_normalisation() {
         r#"eval = [{ name = "small","#,
         &format!(
             r#"eval = [{{ name = "zh-squad", path = "{zh}", lang = "zh", sample = 12, seed = 3 }},
-        {{ name = "zh-mlqa", path = "{zh}", lang = "zh", sample = 12, seed = 3, metric = "mlqa" }}, {{ name = "small","#,
+        {{ name = "zh-mlqa", path = "{zh}", lang = "zh", sample = 12, seed = 3 }}, {{ name = "small","#,
             zh = zh.display()
         ),
     );
     let cfg = write_config(&dir, &text);
     let run = dir.join("run");
-    let (ok, _, err) = train(&["--config", cfg.to_str().unwrap(), "--out", run.to_str().unwrap()]);
+    // Set through an array index, as a sweep sets it.
+    let (ok, _, err) = train(&["--config", cfg.to_str().unwrap(), "--out", run.to_str().unwrap(), "--set", "tasks[0].eval[1].metric=mlqa"]);
     assert!(ok, "{err}");
     let results: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("results.json")).unwrap()).unwrap();
     let truths: std::collections::HashMap<String, Vec<String>> = polyadapt::data::squad::read_squad(&zh, polyadapt::data::squad::BadRecords::Error)

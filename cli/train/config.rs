@@ -13,6 +13,8 @@ use polyadapt::data::metrics::mlqa::MlqaLang;
 use polyadapt::models::peft::MethodsConfig;
 use polyadapt::{Error, Result};
 
+use super::key_path::parse_set;
+
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
@@ -241,7 +243,7 @@ impl Config {
     pub fn parse(text: &str, path: &Path, overrides: &[String]) -> Result<Config> {
         let mut value: toml::Value = toml::from_str(text).map_err(|e| Error::format(path, toml_message(&e)))?;
         for o in overrides {
-            apply_override(&mut value, o)?;
+            apply_override(&mut value, o, path)?;
         }
         Config::from_value(value, path)
     }
@@ -331,27 +333,11 @@ fn toml_message(e: &toml::de::Error) -> String {
     e.to_string().trim().replace('\n', " ")
 }
 
-/// `a.b.c=value`: the value is parsed as TOML (a number, a boolean, a quoted string, an
-/// array), or taken as a plain string when it does not parse.
-fn apply_override(root: &mut toml::Value, spec: &str) -> Result<()> {
-    let Some((key, raw)) = spec.split_once('=') else {
-        return Err(Error::Usage(format!("--set {spec}: expected key=value")));
-    };
-    let value = toml::from_str::<toml::Table>(&format!("v = {raw}"))
-        .ok()
-        .and_then(|mut t| t.remove("v"))
-        .unwrap_or_else(|| toml::Value::String(raw.to_string()));
-    let mut cur = root;
-    let parts: Vec<&str> = key.trim().split('.').collect();
-    for (i, part) in parts.iter().enumerate() {
-        let table = cur.as_table_mut().ok_or_else(|| Error::Usage(format!("--set {key}: `{}` is not a table", parts[..i].join("."))))?;
-        if i + 1 == parts.len() {
-            table.insert(part.to_string(), value);
-            return Ok(());
-        }
-        cur = table.entry(part.to_string()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
-    }
-    Err(Error::Usage(format!("--set {spec}: empty key")))
+/// `--set key=value` (see [`key_path`](super::key_path): `tasks[0].train.sample=8` reaches into
+/// arrays; a table value merges into the table there).
+fn apply_override(root: &mut toml::Value, spec: &str, file: &Path) -> Result<()> {
+    let (key, value) = parse_set(spec)?;
+    key.set(root, &value).map_err(|m| Error::config(file, format!("--set {key}"), m))
 }
 
 // ---- Pseudo-data (`[pseudo]`; see data/pseudo/mod.rs for what each kind makes) ----

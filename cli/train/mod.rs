@@ -9,6 +9,7 @@
 mod align;
 mod checkpoint;
 pub(crate) mod config;
+pub(crate) mod key_path;
 mod metrics;
 mod order;
 mod pair;
