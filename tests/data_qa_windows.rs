@@ -5,6 +5,7 @@
 mod common;
 
 use std::path::{Path, PathBuf};
+use common::shared_data;
 use std::sync::OnceLock;
 
 use proptest::prelude::*;

@@ -5,6 +5,7 @@
 mod common;
 
 use std::path::{Path, PathBuf};
+use common::shared_data;
 
 use polyadapt::data::squad::{parse_squad, read_squad, BadRecords, QaExample};
 

@@ -9,7 +9,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{fixtures_dir, real_model};
+use common::{fixtures_dir, real_model, shared_data};
 use polyadapt::data::pairs::read_pairs;
 use polyadapt::data::pseudo::code_switch::align_texts;
 use polyadapt::data::pseudo::simalign::{cosine_matrix, mutual_argmax, word_vectors};
