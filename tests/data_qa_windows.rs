@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
 use common::shared_data;
 use std::sync::OnceLock;
 

@@ -7,7 +7,6 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
 
 use common::{fixtures_dir, real_model, shared_data};
 use polyadapt::data::pairs::read_pairs;
