@@ -158,3 +158,111 @@ fn a_pair_task_trains_the_same_from_jsonl_as_from_tsv() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success() && err.contains("bad.jsonl: skipped 1 malformed record(s)") && err.contains("bad.jsonl:25"), "{err}");
 }
+
+/// The alignment loss on parallel sentence pairs: English and German PAWS-X lines paired by line
+/// number (TSV, no ids) train exactly as the same pairs written as JSON Lines with ids, the German
+/// file's records shuffled (paired by id).
+#[test]
+fn alignment_pairs_come_from_sentence_pair_files_by_line_or_by_id() {
+    let Some(data) = shared_data() else { return };
+    let dir = temp_dir("pair-align");
+    let model = real_model("all-minilm-l6-v2");
+    let labels = vec!["0".to_string(), "1".to_string()];
+    let read = |lang: &str| read_pairs(&data.join(format!("pawsx/dev-{lang}.tsv")), &labels, BadRecords::Error).unwrap().examples[..20].to_vec();
+    let (en, de) = (read("en"), read("de"));
+    let tsv = |name: &str, rows: &[polyadapt::data::pairs::PairExample]| {
+        let p = dir.join(name);
+        let lines: Vec<String> = rows.iter().map(|e| format!("{}\t{}\t{}", e.first, e.second, labels[e.label])).collect();
+        std::fs::write(&p, lines.join("\n") + "\n").unwrap();
+        p
+    };
+    let jsonl = |name: &str, rows: &[polyadapt::data::pairs::PairExample], reverse: bool| {
+        let p = dir.join(name);
+        let mut lines: Vec<String> =
+            rows.iter().enumerate().map(|(i, e)| json!({"id": format!("p{i}"), "sentence1": e.first, "sentence2": e.second, "label": labels[e.label]}).to_string()).collect();
+        if reverse {
+            lines.reverse();
+        }
+        std::fs::write(&p, lines.join("\n") + "\n").unwrap();
+        p
+    };
+    let (en_tsv, de_tsv) = (tsv("en.tsv", &en), tsv("de.tsv", &de));
+    let (en_jsonl, de_jsonl) = (jsonl("en.jsonl", &en, false), jsonl("de.jsonl", &de, true));
+    let config = |source: &Path, target: &Path, text: &str| {
+        format!(
+            "{}\n[[tasks]]\nname = \"paws\"\nkind = \"pair\"\nlabels = [\"0\", \"1\"]\ntrain = {{ path = \"{t}\", sample = 8 }}\n\
+             eval = [{{ name = \"en\", path = \"{t}\", sample = 4 }}]\n\n\
+             [align]\nweight = 0.5\nsource = \"{s}\"\ntarget = \"{g}\"\ntext = \"{text}\"\npairs_per_step = 3\n",
+            head(model.to_str().unwrap(), 2),
+            t = en_tsv.display(),
+            s = source.display(),
+            g = target.display(),
+        )
+    };
+    let run = |tag: &str, source: &Path, target: &Path, text: &str| {
+        let d = dir.join(tag);
+        std::fs::create_dir_all(&d).unwrap();
+        train(&d, &config(source, target, text))
+    };
+    let by_line = run("line", &en_tsv, &de_tsv, "pair");
+    let by_id = run("id", &en_jsonl, &de_jsonl, "pair");
+    assert!(by_line.0.iter().all(|s| s["losses"]["align"].as_f64().is_some_and(|l| l.is_finite() && l > 0.0)), "{:?}", by_line.0);
+    assert_eq!(by_line.0, by_id.0, "per-step losses");
+    // One sentence instead of the pair is another alignment loss.
+    let first = run("first", &en_tsv, &de_tsv, "sentence1");
+    assert_ne!(first.0[0]["losses"]["align"], by_line.0[0]["losses"]["align"]);
+    // Shuffling the target without ids pairs other lines: another loss again.
+    let de_shuffled = jsonl("de-noid.jsonl", &de, true);
+    let noid = std::fs::read_to_string(&de_shuffled).unwrap().replace("\"id\":", "\"ref\":");
+    std::fs::write(&de_shuffled, noid).unwrap();
+    let mixed = run("mixed", &en_jsonl, &de_shuffled, "pair");
+    assert_ne!(mixed.0[0]["losses"]["align"], by_line.0[0]["losses"]["align"], "files without ids on both sides pair by line");
+}
+
+/// Alignment settings that do not fit the files are errors naming the key or the file. Each case
+/// reuses the output directory: one left by a failed setup is taken over, one holding training
+/// output is refused.
+#[test]
+fn alignment_text_must_fit_the_files() {
+    let dir = temp_dir("align-errors");
+    let model = real_model("all-minilm-l6-v2");
+    let pairs = dir.join("p.tsv");
+    std::fs::write(&pairs, "a b\tc d\t1\ne f\tg h\t0\n").unwrap();
+    let qa = dir.join("q.jsonl");
+    std::fs::write(&qa, "{\"id\": \"1\", \"question\": \"Who?\", \"context\": \"Ada wrote it.\", \"answers\": [{\"text\": \"Ada\", \"answer_start\": 0}]}\n").unwrap();
+    let cases = [
+        ("question", &pairs, vec!["p.tsv", "SQuAD v1.1 JSON or JSON Lines"]),
+        ("pair", &qa, vec!["align.labels"]),
+        ("words", &pairs, vec!["align.text", "sentence1"]),
+    ];
+    for (text, files, want) in cases {
+        let config = format!(
+            "{}\n[[tasks]]\nname = \"qa\"\nkind = \"qa\"\ntrain = {{ path = \"{q}\" }}\n\n\
+             [align]\nweight = 0.5\nsource = \"{f}\"\ntarget = \"{f}\"\ntext = \"{text}\"\n",
+            head(model.to_str().unwrap(), 1),
+            q = qa.display(),
+            f = files.display(),
+        );
+        let cfg = dir.join("run.toml");
+        std::fs::write(&cfg, config).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_engine-train"))
+            .args(["train", "--config", cfg.to_str().unwrap(), "--out", dir.join("run").to_str().unwrap()])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "text = {text}: {err}");
+        for w in want {
+            assert!(err.contains(w), "text = {text}: `{w}` missing in: {err}");
+        }
+    }
+    // A valid configuration (the first case's) and a directory with training output in it.
+    let first = std::fs::read_to_string(dir.join("run/config.toml")).unwrap();
+    std::fs::write(dir.join("run.toml"), first).unwrap();
+    std::fs::write(dir.join("run/metrics.jsonl"), "").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_engine-train"))
+        .args(["train", "--config", dir.join("run.toml").to_str().unwrap(), "--out", dir.join("run").to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("already holds a run") && err.contains("--resume"), "{err}");
+}

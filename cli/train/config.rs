@@ -200,12 +200,17 @@ pub struct AlignConfig {
     /// mean or first.
     #[serde(default = "default_mean")]
     pub pooling: String,
-    /// Parallel QA files (SQuAD JSON or JSON Lines): items with the same question id are pairs.
+    /// Parallel files: QA (SQuAD JSON or JSON Lines), items with the same question id are
+    /// pairs; or sentence pairs (TSV or JSON Lines), items with the same id or line.
     pub source: PathBuf,
     pub target: PathBuf,
-    /// question or context.
+    /// What is encoded: `question` or `context` of QA files; `sentence1`, `sentence2` or `pair`
+    /// (both sentences together) of sentence-pair files.
     #[serde(default = "default_question")]
     pub text: String,
+    /// Sentence-pair files: the labels their lines carry (default: the pair task's).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub labels: Vec<String>,
     /// Pairs per step.
     #[serde(default = "default_pairs")]
     pub pairs_per_step: usize,
@@ -316,7 +321,7 @@ impl Config {
         if let Some(a) = &self.align {
             one_of("align.distance", &a.distance, &["l2", "cosine"])?;
             one_of("align.pooling", &a.pooling, &["mean", "first"])?;
-            one_of("align.text", &a.text, &["question", "context"])?;
+            one_of("align.text", &a.text, &["question", "context", "sentence1", "sentence2", "pair"])?;
         }
         if let Some(p) = &self.pseudo {
             p.validate(path, &self.tasks)?;

@@ -119,9 +119,10 @@ pub(crate) fn train_in(cfg: Config, run_dir: &Path, resume: bool) -> Result<()> 
 }
 
 /// Creates the run directory with its resolved configuration; refuses one that already holds
-/// a run (that is what `--resume` is for).
+/// a run (that is what `--resume` is for). A directory with only a configuration, left by a run
+/// whose setup failed (a data file the configuration got wrong), is taken over.
 pub(crate) fn start_run_dir(dir: &Path, cfg: &Config) -> Result<()> {
-    if dir.join("config.toml").exists() {
+    if ["metrics.jsonl", "checkpoints", "results.json"].iter().any(|f| dir.join(f).exists()) {
         return Err(Error::Usage(format!(
             "{} already holds a run: continue it with --resume {0}, or choose another --out",
             dir.display()

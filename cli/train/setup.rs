@@ -66,7 +66,8 @@ pub fn setup(cfg: Config) -> Result<Setup> {
             return Err(Error::Usage(format!("task `{}` has no training examples", t.name)));
         }
     }
-    let align = cfg.align.as_ref().map(|a| Alignment::load(a, &tok, max_len, seed, bad)).transpose()?;
+    let pair_labels = cfg.tasks.iter().find(|t| t.kind == "pair").map_or(&[][..], |t| t.labels.as_slice());
+    let align = cfg.align.as_ref().map(|a| Alignment::load(a, pair_labels, &tok, max_len, seed, bad)).transpose()?;
     let reg = match &cfg.reg {
         Some(r) if adaptation_params.is_empty() => {
             return Err(Error::Usage(format!("reg: weight {} given but no adaptation module has parameters to regularise", r.weight)))
