@@ -3,7 +3,8 @@
 //! points (0-100); counts and warnings go to standard error.
 //!
 //! - `squad`: predictions `{question id: answer text}` (JSON), references a SQuAD-format
-//!   dataset; EM and F1 of the official SQuAD v1.1 script. A question without a prediction
+//!   dataset (SQuAD JSON, or the JSON Lines QA form of `data/jsonl.rs`); EM and F1 of the
+//!   official SQuAD v1.1 script. A question without a prediction
 //!   scores 0, as there.
 //! - `mlqa`: the same with MLQA's normalisation for the answers' language (`--lang`).
 //! - `bleu`: one hypothesis / one reference per line (UTF-8); corpus BLEU as sacrebleu 2.x's
@@ -24,7 +25,8 @@ use polyadapt::data::metrics::meteor::mean_meteor;
 use polyadapt::data::metrics::rouge::{mean_rouge_l, RougeTokens};
 use polyadapt::data::metrics::mlqa::{MlqaLang, MlqaNormalizer};
 use polyadapt::data::metrics::squad::{evaluate_answered, AnswerNormalizer, SquadV1Normalizer};
-use polyadapt::data::squad::{read_squad, BadRecords};
+use polyadapt::data::formats::read_qa_data;
+use polyadapt::data::squad::BadRecords;
 use polyadapt::data::text::read_lines;
 use polyadapt::data::wordnet::WordNet;
 use polyadapt::{Error, Result};
@@ -110,7 +112,7 @@ fn qa_scores(pred: &Path, reference: &Path, norm: &dyn AnswerNormalizer) -> Resu
         let a = v.as_str().ok_or_else(|| Error::Usage(format!("{}: the prediction for `{id}` is {v}, expected a string", pred.display())))?;
         answers.insert(id, a);
     }
-    let set = read_squad(reference, BadRecords::Error)?;
+    let set = read_qa_data(reference, BadRecords::Error)?;
     let predictions: Vec<Option<&str>> = set.examples.iter().map(|e| answers.get(e.id.as_str()).copied()).collect();
     let truths: Vec<Vec<String>> = set.examples.iter().map(|e| e.answers.iter().map(|a| a.text.clone()).collect()).collect();
     let unanswered = predictions.iter().filter(|p| p.is_none()).count();

@@ -76,6 +76,22 @@ fn squad_and_mlqa_scores_of_known_predictions() {
     assert!(!ok && err.contains("--lang"), "{err}");
     let (ok, _, err) = score(&["--metric", "mlqa", "--lang", "fr", "--pred", p, "--ref", r.to_str().unwrap()]);
     assert!(!ok && err.contains("`fr`"), "{err}");
+    // The same references as JSON Lines score the same.
+    let set = polyadapt::data::squad::read_squad(&r, polyadapt::data::squad::BadRecords::Error).unwrap();
+    let lines: Vec<String> = set
+        .examples
+        .iter()
+        .map(|e| {
+            let answers: Vec<_> = e.answers.iter().map(|a| serde_json::json!({"text": a.text, "answer_start": a.start_char})).collect();
+            serde_json::json!({"id": e.id, "question": e.question, "context": e.context, "answers": answers}).to_string()
+        })
+        .collect();
+    let jsonl = d.join("ref.jsonl");
+    std::fs::write(&jsonl, lines.join("\n")).unwrap();
+    let (ok, out, err) = score(&["--metric", "squad", "--pred", p, "--ref", jsonl.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    let s = last_json(&out);
+    assert_eq!((s["exact_match"].as_f64().unwrap(), s["f1"].as_f64().unwrap()), (50.0, 50.0), "{s}");
 }
 
 #[test]
