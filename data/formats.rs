@@ -15,15 +15,18 @@
 //! | [`read_qa_data`] | SQuAD v1.1 | QA records | error |
 //! | [`read_pair_data`] | error | pair records | [`crate::data::pairs`] |
 //! | [`read_gen_data`] | a Super-NaturalInstructions task | generation records | error |
+//!
+//! [`read_unlabelled_qa_data`] and [`read_unlabelled_pair_data`] read the same forms without
+//! labels (self-training's unlabelled data): answers and labels may be missing and are not read.
 
 use std::path::Path;
 
 use serde::de::IgnoredAny;
 
-use crate::data::jsonl::{parse_gen_jsonl, parse_pair_jsonl, parse_qa_jsonl, GenSet};
+use crate::data::jsonl::{parse_gen_jsonl, parse_pair_jsonl_with, parse_qa_jsonl_with, GenSet};
 use crate::data::niv2::parse_task;
-use crate::data::pairs::{parse_pairs, PairSet};
-use crate::data::squad::{parse_squad, BadRecords, SquadSet};
+use crate::data::pairs::{parse_pairs_with, PairSet};
+use crate::data::squad::{parse_squad_with, BadRecords, Labels, SquadSet};
 use crate::engine::error::{Error, Result};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -66,22 +69,43 @@ pub fn detect_format(path: &Path, bytes: &[u8]) -> DataFormat {
 
 /// Extractive-QA examples from a SQuAD v1.1 JSON file or a JSON Lines file.
 pub fn read_qa_data(path: &Path, bad: BadRecords) -> Result<SquadSet> {
+    read_qa_data_with(path, bad, Labels::Required)
+}
+
+/// Extractive-QA examples without answers (self-training's unlabelled data): the same formats,
+/// records' `answers` neither needed nor read.
+pub fn read_unlabelled_qa_data(path: &Path, bad: BadRecords) -> Result<SquadSet> {
+    read_qa_data_with(path, bad, Labels::Ignored)
+}
+
+fn read_qa_data_with(path: &Path, bad: BadRecords, labels: Labels) -> Result<SquadSet> {
     let bytes = read(path)?;
     match detect_format(path, &bytes) {
-        DataFormat::JsonLines => parse_qa_jsonl(&bytes, path, bad),
-        DataFormat::JsonDocument => parse_squad(utf8(&bytes, path)?, path, bad),
+        DataFormat::JsonLines => parse_qa_jsonl_with(&bytes, path, bad, labels),
+        DataFormat::JsonDocument => parse_squad_with(utf8(&bytes, path)?, path, bad, labels),
         DataFormat::Tsv => Err(not_for(path, "extractive-QA", "SQuAD v1.1 JSON or JSON Lines")),
     }
 }
 
 /// Sentence pairs from a TSV or JSON Lines file; `labels` are the task's labels in order.
 pub fn read_pair_data(path: &Path, labels: &[String], bad: BadRecords) -> Result<PairSet> {
+    read_pair_data_with(path, Some(labels), bad)
+}
+
+/// Sentence pairs without labels (self-training's unlabelled data): the same formats, TSV lines
+/// of two fields allowed, a label a record has not read; every example is
+/// [`crate::data::pairs::UNLABELLED`].
+pub fn read_unlabelled_pair_data(path: &Path, bad: BadRecords) -> Result<PairSet> {
+    read_pair_data_with(path, None, bad)
+}
+
+fn read_pair_data_with(path: &Path, labels: Option<&[String]>, bad: BadRecords) -> Result<PairSet> {
     let bytes = read(path)?;
     match detect_format(path, &bytes) {
-        DataFormat::Tsv => parse_pairs(utf8(&bytes, path)?, path, labels, bad),
+        DataFormat::Tsv => parse_pairs_with(utf8(&bytes, path)?, path, labels, bad),
         // A pair file that starts like JSON but does not parse is bad JSON Lines: its
         // first line's error is the useful one.
-        DataFormat::JsonLines | DataFormat::JsonDocument => parse_pair_jsonl(&bytes, path, labels, bad),
+        DataFormat::JsonLines | DataFormat::JsonDocument => parse_pair_jsonl_with(&bytes, path, labels, bad),
     }
 }
 

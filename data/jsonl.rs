@@ -38,8 +38,8 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};
 
-use crate::data::pairs::{PairExample, PairSet};
-use crate::data::squad::{answer_mismatch, char_starts, invalid_json, kind, Answer, BadRecords, QaExample, SquadSet};
+use crate::data::pairs::{PairExample, PairSet, UNLABELLED};
+use crate::data::squad::{answer_mismatch, char_starts, invalid_json, kind, Answer, BadRecords, Labels, QaExample, SquadSet};
 use crate::engine::error::{Error, Result};
 
 /// One generation example: an input, its reference outputs (at least one) and the task's
@@ -62,9 +62,15 @@ pub struct GenSet {
 
 /// Parses extractive-QA records.
 pub fn parse_qa_jsonl(bytes: &[u8], path: &Path, bad: BadRecords) -> Result<SquadSet> {
+    parse_qa_jsonl_with(bytes, path, bad, Labels::Required)
+}
+
+/// [`parse_qa_jsonl`], or under [`Labels::Ignored`] records whose `answers` are not read (and
+/// may be missing).
+pub fn parse_qa_jsonl_with(bytes: &[u8], path: &Path, bad: BadRecords, labels: Labels) -> Result<SquadSet> {
     let mut set = SquadSet { path: path.to_path_buf(), examples: Vec::new(), skipped: Vec::new() };
     for_each_record(bytes, path, bad, &mut set.skipped, |line, obj| {
-        set.examples.push(qa_record(obj, line)?);
+        set.examples.push(qa_record(obj, line, labels)?);
         Ok(())
     })?;
     Ok(set)
@@ -72,6 +78,12 @@ pub fn parse_qa_jsonl(bytes: &[u8], path: &Path, bad: BadRecords) -> Result<Squa
 
 /// Parses sentence-pair records; `labels` are the task's labels in order.
 pub fn parse_pair_jsonl(bytes: &[u8], path: &Path, labels: &[String], bad: BadRecords) -> Result<PairSet> {
+    parse_pair_jsonl_with(bytes, path, Some(labels), bad)
+}
+
+/// [`parse_pair_jsonl`], or with `labels = None` records whose `label` is not read (and may be
+/// missing): each gets [`UNLABELLED`].
+pub fn parse_pair_jsonl_with(bytes: &[u8], path: &Path, labels: Option<&[String]>, bad: BadRecords) -> Result<PairSet> {
     let mut set = PairSet { path: path.to_path_buf(), examples: Vec::new(), skipped: Vec::new() };
     for_each_record(bytes, path, bad, &mut set.skipped, |line, obj| {
         set.examples.push(pair_record(obj, line, labels)?);
@@ -120,11 +132,14 @@ fn for_each_record(
     Ok(())
 }
 
-fn qa_record(obj: &Map<String, Value>, line: usize) -> std::result::Result<QaExample, String> {
+fn qa_record(obj: &Map<String, Value>, line: usize, labels: Labels) -> std::result::Result<QaExample, String> {
     let id = id_field(obj, line)?;
     let title = opt_string(obj, "title")?.map(str::to_string);
     let question = string(obj, "question")?.to_string();
     let context = string(obj, "context")?;
+    if labels == Labels::Ignored {
+        return Ok(QaExample { id, title, question, context: context.to_string(), answers: Vec::new() });
+    }
     let pairs = answer_pairs(obj)?;
     if pairs.is_empty() {
         return Err("field `answers`: empty: SQuAD v1.1 questions are answerable".into());
@@ -181,7 +196,7 @@ fn answer_pairs(obj: &Map<String, Value>) -> std::result::Result<Vec<AnswerField
     }
 }
 
-fn pair_record(obj: &Map<String, Value>, line: usize, labels: &[String]) -> std::result::Result<PairExample, String> {
+fn pair_record(obj: &Map<String, Value>, line: usize, labels: Option<&[String]>) -> std::result::Result<PairExample, String> {
     let id = match obj.get("id") {
         None | Some(Value::Null) => None,
         Some(_) => Some(id_field(obj, line)?),
@@ -194,6 +209,11 @@ fn pair_record(obj: &Map<String, Value>, line: usize, labels: &[String]) -> std:
         }
         sentences.push(s.to_string());
     }
+    let Some(labels) = labels else {
+        let second = sentences.pop().expect("two sentences");
+        let first = sentences.pop().expect("two sentences");
+        return Ok(PairExample { line, id, first, second, label: UNLABELLED });
+    };
     let label = match obj.get("label") {
         None => return Err("field `label`: missing".into()),
         Some(Value::String(s)) => s.clone(),

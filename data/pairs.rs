@@ -2,6 +2,9 @@
 //! `sentence1 <TAB> sentence2 <TAB> label`, or `id <TAB> sentence1 <TAB> sentence2 <TAB> label`,
 //! with or without a header line (one whose last field is `label` or `gold_label`).
 //!
+//! Unlabelled data (self-training's, [`parse_pairs_with`] without labels) may also have lines of
+//! two fields, `sentence1 <TAB> sentence2`; a label a line has is not read.
+//!
 //! Labels are given by the caller in order; a line with an unknown label, the wrong number of
 //! fields or an empty sentence is an error naming the file, the line and the field, or under
 //! [`BadRecords::Skip`] a skipped line, counted and described in [`PairSet::skipped`].
@@ -10,6 +13,10 @@ use std::path::{Path, PathBuf};
 
 use crate::data::squad::BadRecords;
 use crate::engine::error::{Error, Result};
+
+/// The label of a classification example that has none (unlabelled data for self-training).
+/// It is out of range for every head, so it can never be trained on by mistake.
+pub const UNLABELLED: usize = usize::MAX;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PairExample {
@@ -37,6 +44,11 @@ pub fn read_pairs(path: &Path, labels: &[String], bad: BadRecords) -> Result<Pai
 }
 
 pub fn parse_pairs(text: &str, path: &Path, labels: &[String], on_bad: BadRecords) -> Result<PairSet> {
+    parse_pairs_with(text, path, Some(labels), on_bad)
+}
+
+/// [`parse_pairs`], or with `labels = None` unlabelled pairs: every example gets [`UNLABELLED`].
+pub fn parse_pairs_with(text: &str, path: &Path, labels: Option<&[String]>, on_bad: BadRecords) -> Result<PairSet> {
     let mut examples = Vec::new();
     let mut skipped = Vec::new();
     let mut header_seen = false;
@@ -59,7 +71,7 @@ enum Line {
     Pair(PairExample),
 }
 
-fn parse_line(raw: &str, line: usize, path: &Path, labels: &[String], may_be_header: bool) -> Result<Line> {
+fn parse_line(raw: &str, line: usize, path: &Path, labels: Option<&[String]>, may_be_header: bool) -> Result<Line> {
     let bad = |line: usize, msg: String| Error::Input { path: path.to_path_buf(), line, msg };
     {
         let raw = raw.strip_suffix('\r').unwrap_or(raw);
@@ -67,18 +79,24 @@ fn parse_line(raw: &str, line: usize, path: &Path, labels: &[String], may_be_hea
             return Ok(Line::Blank);
         }
         let fields: Vec<&str> = raw.split('\t').collect();
-        let (id, first, second, label) = match fields.as_slice() {
-            [a, b, l] => (None, *a, *b, l.trim()),
-            [id, a, b, l] => (Some(id.trim().to_string()), *a, *b, l.trim()),
-            _ => return Err(bad(line, format!("expected 3 or 4 tab-separated fields, found {}", fields.len()))),
+        let (id, first, second, label) = match (fields.as_slice(), labels) {
+            ([a, b], None) => (None, *a, *b, ""),
+            ([a, b, l], _) => (None, *a, *b, l.trim()),
+            ([id, a, b, l], _) => (Some(id.trim().to_string()), *a, *b, l.trim()),
+            (_, Some(_)) => return Err(bad(line, format!("expected 3 or 4 tab-separated fields, found {}", fields.len()))),
+            (_, None) => return Err(bad(line, format!("expected 2, 3 or 4 tab-separated fields, found {}", fields.len()))),
         };
-        if may_be_header && matches!(label, "label" | "gold_label") {
+        let header = matches!(label, "label" | "gold_label") || (label.is_empty() && first.trim() == "sentence1" && second.trim() == "sentence2");
+        if may_be_header && header {
             return Ok(Line::Header);
         }
-        let label = labels
-            .iter()
-            .position(|l| l == label)
-            .ok_or_else(|| bad(line, format!("field `label`: `{label}` is not one of {}", labels.join(", "))))?;
+        let label = match labels {
+            None => UNLABELLED,
+            Some(labels) => labels
+                .iter()
+                .position(|l| l == label)
+                .ok_or_else(|| bad(line, format!("field `label`: `{label}` is not one of {}", labels.join(", "))))?,
+        };
         for (name, s) in [("sentence1", first), ("sentence2", second)] {
             if s.trim().is_empty() {
                 return Err(bad(line, format!("field `{name}` is empty")));
@@ -124,5 +142,20 @@ mod tests {
         assert_eq!(s.examples.iter().map(|e| e.line).collect::<Vec<_>>(), vec![2, 5]);
         assert_eq!(s.skipped.len(), 2);
         assert!(s.skipped[0].contains("x.tsv:3") && s.skipped[1].contains("x.tsv:4") && s.skipped[1].contains("maybe"), "{:?}", s.skipped);
+    }
+
+    #[test]
+    fn unlabelled_lines_have_two_fields_or_a_label_that_is_not_read() {
+        let p = Path::new("u.tsv");
+        let u = parse_pairs_with("sentence1\tsentence2\na\tb\nc\td\tmaybe\n7\te\tf\t1\n", p, None, BadRecords::Error).unwrap();
+        let got: Vec<_> = u.examples.iter().map(|e| (e.line, e.id.clone(), e.first.as_str(), e.label)).collect();
+        assert_eq!(got, vec![(2, None, "a", UNLABELLED), (3, None, "c", UNLABELLED), (4, Some("7".into()), "e", UNLABELLED)]);
+        let e = parse_pairs_with("a\tb\nonly one\n", p, None, BadRecords::Error).unwrap_err().to_string();
+        assert!(e.contains("u.tsv:2") && e.contains("2, 3 or 4"), "{e}");
+        let e = parse_pairs_with("a\t \n", p, None, BadRecords::Error).unwrap_err().to_string();
+        assert!(e.contains("field `sentence2`"), "{e}");
+        // Labelled reading still wants the label.
+        let e = parse_pairs("a\tb\n", p, &labels(), BadRecords::Error).unwrap_err().to_string();
+        assert!(e.contains("3 or 4"), "{e}");
     }
 }

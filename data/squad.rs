@@ -52,6 +52,14 @@ pub struct QaExample {
     pub answers: Vec<Answer>,
 }
 
+/// Whether records must carry their labels (answers, classes). Self-training reads unlabelled
+/// data: there a record's labels may be missing, and any it has are not read at all.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Labels {
+    Required,
+    Ignored,
+}
+
 /// What to do with a record that breaks the format's rules.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BadRecords {
@@ -78,8 +86,14 @@ pub fn read_squad(path: &Path, bad: BadRecords) -> Result<SquadSet> {
 
 /// Parses the text of a SQuAD v1.1 JSON file; `path` names it in errors.
 pub fn parse_squad(text: &str, path: &Path, bad: BadRecords) -> Result<SquadSet> {
+    parse_squad_with(text, path, bad, Labels::Required)
+}
+
+/// [`parse_squad`], or under [`Labels::Ignored`] questions without their `answers` (the field
+/// may be missing or empty, and is not read).
+pub fn parse_squad_with(text: &str, path: &Path, bad: BadRecords, labels: Labels) -> Result<SquadSet> {
     let root: Value = serde_json::from_str(text).map_err(|e| invalid_json(path, 0, &e))?;
-    let mut reader = Reader { path, bad, set: SquadSet { path: path.to_path_buf(), examples: Vec::new(), skipped: Vec::new() } };
+    let mut reader = Reader { path, bad, labels, set: SquadSet { path: path.to_path_buf(), examples: Vec::new(), skipped: Vec::new() } };
     // A file without a `data` list is not a SQuAD file at all: never skippable.
     let articles = root
         .as_object()
@@ -99,6 +113,7 @@ pub fn parse_squad(text: &str, path: &Path, bad: BadRecords) -> Result<SquadSet>
 struct Reader<'a> {
     path: &'a Path,
     bad: BadRecords,
+    labels: Labels,
     set: SquadSet,
 }
 
@@ -155,6 +170,9 @@ impl Reader<'_> {
         let id = self.string(obj, "id", at)?.to_string();
         let at = format!("{at} (question id `{id}`)");
         let question = self.string(obj, "question", &at)?.to_string();
+        if self.labels == Labels::Ignored {
+            return Ok(QaExample { id, title: title.clone(), question, context: context.to_string(), answers: Vec::new() });
+        }
         let list = self.list(obj, "answers", &at)?;
         if list.is_empty() {
             return Err(self.error(&at, "answers", "empty: SQuAD v1.1 questions are answerable"));

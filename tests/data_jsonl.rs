@@ -7,9 +7,9 @@ use common::shared_data;
 
 use std::path::{Path, PathBuf};
 
-use polyadapt::data::formats::{detect_format, read_gen_data, read_pair_data, read_qa_data, DataFormat};
+use polyadapt::data::formats::{detect_format, read_gen_data, read_pair_data, read_qa_data, read_unlabelled_pair_data, read_unlabelled_qa_data, DataFormat};
 use polyadapt::data::jsonl::{parse_gen_jsonl, parse_pair_jsonl, parse_qa_jsonl, GenExample};
-use polyadapt::data::pairs::read_pairs;
+use polyadapt::data::pairs::{read_pairs, UNLABELLED};
 use polyadapt::data::squad::{read_squad, BadRecords, QaExample};
 use serde_json::json;
 
@@ -250,4 +250,36 @@ fn skip_bad_counts_and_describes_every_bad_line() {
     let text = "{\"input\": \"a\", \"output\": []}\n{\"input\": \"a\", \"output\": \"b\"}\n";
     let set = parse_gen_jsonl(text.as_bytes(), Path::new("g.jsonl"), BadRecords::Skip).unwrap();
     assert_eq!((set.examples.len(), set.skipped.len(), set.examples[0].id.as_str()), (1, 1, "2"));
+}
+
+/// Unlabelled reading (self-training's data): QA records and SQuAD questions without answers,
+/// pair records without labels; answers or labels a record has are not read (so not checked);
+/// everything else is checked as before.
+#[test]
+fn unlabelled_files_need_no_answers_or_labels() {
+    let dir = temp_dir("unlabelled");
+    let qa = dir.join("u.jsonl");
+    std::fs::write(&qa, "{\"id\": \"a\", \"question\": \"Who?\", \"context\": \"Ada wrote it.\"}\n\
+                         {\"id\": \"b\", \"question\": \"When?\", \"context\": \"In 1843.\", \"answers\": [{\"text\": \"1843\", \"answer_start\": 99}]}\n").unwrap();
+    let set = read_unlabelled_qa_data(&qa, BadRecords::Error).unwrap();
+    assert_eq!(set.examples.iter().map(|e| (e.id.as_str(), e.answers.len())).collect::<Vec<_>>(), vec![("a", 0), ("b", 0)]);
+    let e = read_qa_data(&qa, BadRecords::Error).unwrap_err().to_string();
+    assert!(e.contains("u.jsonl:1") && e.contains("field `answers`"), "labelled reading still needs answers: {e}");
+    let squad = dir.join("u.json");
+    std::fs::write(&squad, json!({"data": [{"paragraphs": [{"context": "Ada wrote it.", "qas": [{"id": "a", "question": "Who?"}, {"id": "b", "question": "Why?", "answers": []}]}]}]}).to_string()).unwrap();
+    let set = read_unlabelled_qa_data(&squad, BadRecords::Error).unwrap();
+    assert_eq!(set.examples.len(), 2);
+    std::fs::write(&qa, "{\"id\": \"a\", \"context\": \"Ada wrote it.\"}\n").unwrap();
+    let e = read_unlabelled_qa_data(&qa, BadRecords::Error).unwrap_err().to_string();
+    assert!(e.contains("u.jsonl:1") && e.contains("field `question`"), "{e}");
+
+    let pairs = dir.join("u.pairs.jsonl");
+    std::fs::write(&pairs, "{\"sentence1\": \"a\", \"sentence2\": \"b\"}\n{\"sentence1\": \"c\", \"sentence2\": \"d\", \"label\": \"whatever\"}\n").unwrap();
+    let set = read_unlabelled_pair_data(&pairs, BadRecords::Error).unwrap();
+    assert_eq!(set.examples.iter().map(|e| (e.first.as_str(), e.label)).collect::<Vec<_>>(), vec![("a", UNLABELLED), ("c", UNLABELLED)]);
+    let e = read_pair_data(&pairs, &labels(), BadRecords::Error).unwrap_err().to_string();
+    assert!(e.contains("u.pairs.jsonl:1") && e.contains("field `label`"), "{e}");
+    std::fs::write(&pairs, "{\"sentence1\": \"a\"}\n").unwrap();
+    let e = read_unlabelled_pair_data(&pairs, BadRecords::Error).unwrap_err().to_string();
+    assert!(e.contains("u.pairs.jsonl:1") && e.contains("field `sentence2`"), "{e}");
 }

@@ -306,3 +306,50 @@ fn pseudo_configuration_mistakes_name_the_key() {
         assert!(!ok && err.contains(needle) && !err.contains("panicked"), "{set}: {err}");
     }
 }
+
+/// Self-training reads unlabelled files: QA records without `answers` (JSON Lines) and
+/// `sentence1 <TAB> sentence2` lines train exactly as the labelled fixtures they were made from
+/// (whose labels are never read).
+#[test]
+fn self_training_reads_unlabelled_files_as_the_labelled_ones() {
+    let dir = temp_dir("unlabelled");
+    let squad: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(fixture("pseudo/qa_de.json")).unwrap()).unwrap();
+    let mut lines = Vec::new();
+    for article in squad["data"].as_array().unwrap() {
+        for p in article["paragraphs"].as_array().unwrap() {
+            for q in p["qas"].as_array().unwrap() {
+                lines.push(serde_json::json!({"id": q["id"], "question": q["question"], "context": p["context"]}).to_string());
+            }
+        }
+    }
+    let qa_unlabelled = dir.join("qa_de.jsonl");
+    std::fs::write(&qa_unlabelled, lines.join("\n") + "\n").unwrap();
+    let st = |path: &str| {
+        format!("[pseudo]\nratio = 0.4\nkinds = [\"self_training\"]\n\n[pseudo.self_training]\nunlabelled = {{ path = \"{path}\" }}\nthreshold = 0.0\nafter_steps = 2\n")
+    };
+    let labelled = run(&dir, "qa-labelled", &qa_config(4, &st(&fixture("pseudo/qa_de.json"))));
+    let unlabelled = run(&dir, "qa-unlabelled", &qa_config(4, &st(qa_unlabelled.to_str().unwrap())));
+    assert_eq!(counts(&report(&unlabelled, "self_training")), (4, 4, 4));
+    assert_eq!(losses(&labelled), losses(&unlabelled));
+    assert!(adapter(&labelled) == adapter(&unlabelled), "the unlabelled QA file trained another adapter");
+
+    let tsv = std::fs::read_to_string(fixture("pseudo/pairs_de.tsv")).unwrap();
+    let two_columns: Vec<String> = tsv.lines().map(|l| l.rsplit_once('\t').unwrap().0.to_string()).collect();
+    let pairs_unlabelled = dir.join("pairs_de.tsv");
+    std::fs::write(&pairs_unlabelled, format!("sentence1\tsentence2\n{}\n", two_columns.join("\n"))).unwrap();
+    let pairs = |path: &str| {
+        format!(
+            "[model]\nname = \"{model}\"\n\n[run]\nseed = 3\nsteps = 3\nbatch_size = 4\nmax_seq_len = 64\ncheckpoint_every = 0\n\n\
+             [methods.prompt]\nvirtual_tokens = 4\n\n[[tasks]]\nname = \"paws\"\nkind = \"pair\"\nlabels = [\"0\", \"1\"]\n\
+             train = {{ path = \"{en}\", sample = 8 }}\neval = [{{ name = \"rest\", path = \"{en}\" }}]\n\n\
+             [pseudo]\nratio = 0.5\nkinds = [\"self_training\"]\n\n[pseudo.self_training]\nunlabelled = {{ path = \"{path}\" }}\nthreshold = 0.0\nafter_steps = 1\n",
+            model = real_model("all-minilm-l6-v2").display(),
+            en = fixture("pseudo/pairs_en.tsv"),
+        )
+    };
+    let labelled = run(&dir, "pairs-labelled", &pairs(&fixture("pseudo/pairs_de.tsv")));
+    let unlabelled = run(&dir, "pairs-unlabelled", &pairs(pairs_unlabelled.to_str().unwrap()));
+    assert_eq!(counts(&report(&unlabelled, "self_training")), (4, 16, 4));
+    assert_eq!(losses(&labelled), losses(&unlabelled));
+    assert!(adapter(&labelled) == adapter(&unlabelled), "the unlabelled pair file trained another adapter");
+}

@@ -377,7 +377,8 @@ pub struct PseudoConfig {
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct SelfTrainingConfig {
-    /// The unlabelled examples (their labels are dropped as they are read): `path`, `sample`
+    /// The unlabelled examples, in the task's data forms without labels (QA records without
+    /// `answers`, TSV lines `sentence1 <TAB> sentence2`; labels a file has are never read): `path`, `sample`
     /// (0: all), `lang` (for reports).
     pub unlabelled: DataConfig,
     /// Keep labels whose confidence (span or class probability) is at least this.

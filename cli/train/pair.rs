@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 use std::path::Path;
 
-use polyadapt::data::formats::read_pair_data;
+use polyadapt::data::formats::{read_pair_data, read_unlabelled_pair_data};
 use polyadapt::data::pairs::PairExample;
 use polyadapt::data::pseudo::self_training::class_probability;
 use polyadapt::data::pseudo::{pair_key, Examples, UNLABELLED};
@@ -160,9 +160,9 @@ impl Task for PairTask {
     }
 
     fn read_unlabelled(&self, path: &Path, bad: BadRecords) -> Result<Examples> {
-        let set = read_pair_data(path, &self.labels, bad)?;
+        let set = read_unlabelled_pair_data(path, bad)?;
         report_skipped(path, &set.skipped);
-        Ok(Examples::Pair(set.examples).without_labels())
+        Ok(Examples::Pair(set.examples))
     }
 
     fn extend_train(&mut self, tok: &TextTokenizer, examples: &Examples) -> Result<usize> {

@@ -11,7 +11,7 @@ use polyadapt::data::pseudo::{qa_key, Examples};
 use polyadapt::data::qa_postprocess::{best_span, predict_answers, SpanConfig, WindowLogits};
 use polyadapt::data::qa_windows::{batch_windows, build_windows, QaWindow, WindowConfig};
 use polyadapt::data::sampling::sample_n;
-use polyadapt::data::formats::read_qa_data;
+use polyadapt::data::formats::{read_qa_data, read_unlabelled_qa_data};
 use polyadapt::data::squad::{BadRecords, QaExample};
 use polyadapt::data::TextTokenizer;
 use polyadapt::engine::autograd::{ParamStore, Tape, Var};
@@ -182,9 +182,9 @@ impl Task for QaTask {
     }
 
     fn read_unlabelled(&self, path: &Path, bad: BadRecords) -> Result<Examples> {
-        let set = read_qa_data(path, bad)?;
+        let set = read_unlabelled_qa_data(path, bad)?;
         report_skipped(path, &set.skipped);
-        Ok(Examples::Qa(set.examples).without_labels())
+        Ok(Examples::Qa(set.examples))
     }
 
     fn extend_train(&mut self, tok: &TextTokenizer, examples: &Examples) -> Result<usize> {

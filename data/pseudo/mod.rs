@@ -36,9 +36,7 @@ use crate::data::pairs::PairExample;
 use crate::data::squad::QaExample;
 use crate::engine::rng::{bits, Rng};
 
-/// The label of a classification example that has none (unlabelled data for self-training).
-/// It is out of range for every head, so it can never be trained on by mistake.
-pub const UNLABELLED: usize = usize::MAX;
+pub use crate::data::pairs::UNLABELLED;
 
 /// Examples of one task's kind.
 #[derive(Clone, Debug, PartialEq)]

@@ -1,8 +1,9 @@
 //! Self-training: the model being trained labels unlabelled (target-language) examples, and
 //! those it is confident about join the training data.
 //!
-//! - The unlabelled pool: the examples of a file with their labels dropped as they are read
-//!   (QA: no answers; pairs: [`UNLABELLED`]); gold labels are never looked at. Examples that
+//! - The unlabelled pool: the examples of a file read without labels
+//!   ([`crate::data::formats::read_unlabelled_qa_data`] and `read_unlabelled_pair_data`: QA
+//!   without answers, pairs [`UNLABELLED`]); labels a file has are never read. Examples that
 //!   are evaluated on in the run, or are among its real training examples, are left out (by
 //!   content: question and context, or both sentences); then `sample` of the rest are drawn
 //!   with the run's seed (0: all).
