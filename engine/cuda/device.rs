@@ -219,22 +219,27 @@ impl Device {
         }
     }
 
+    /// Checks that every buffer lives on this device.
+    pub fn check_resident(&self, bufs: &[&Buffer]) -> Result<()> {
+        for b in bufs {
+            let here = match (self, &b.mem) {
+                (Device::Gpu(_), Mem::Gpu(_)) => true,
+                #[cfg(feature = "cuda-shim")]
+                (Device::Shim, Mem::Host(_)) => true,
+                _ => false,
+            };
+            if !here {
+                return Err(self.error(format!("{b:?} is not on this device")));
+            }
+        }
+        Ok(())
+    }
+
     /// Launches `kernel` of `module` (the `.cu` file stem). Every buffer must live on this
     /// device.
     pub fn launch(&self, module: &'static str, kernel: &str, dims: Launch, args: &[KArg<'_>]) -> Result<()> {
-        for (i, a) in args.iter().enumerate() {
-            if let Some(b) = a.buffer() {
-                let here = match (self, &b.mem) {
-                    (Device::Gpu(_), Mem::Gpu(_)) => true,
-                    #[cfg(feature = "cuda-shim")]
-                    (Device::Shim, Mem::Host(_)) => true,
-                    _ => false,
-                };
-                if !here {
-                    return Err(self.error(format!("{kernel}: argument {i} ({b:?}) is not on this device")));
-                }
-            }
-        }
+        let bufs: Vec<&Buffer> = args.iter().filter_map(KArg::buffer).collect();
+        self.check_resident(&bufs).map_err(|e| e.context(format!("launching {kernel}")))?;
         let mut values: Vec<u64> = args.iter().map(KArg::bits).collect();
         let mut ptrs: Vec<*mut std::ffi::c_void> = values.iter_mut().map(|v| v as *mut u64 as *mut std::ffi::c_void).collect();
         let r = match self {

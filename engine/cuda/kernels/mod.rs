@@ -1,7 +1,12 @@
 //! Launchers, one file per kernel file of `kernels/`: each checks its operands' sizes and
 //! types, chooses the grid and block, and launches on any [`super::Device`].
 
+pub mod activation;
+pub mod adamw;
+pub mod align;
 pub mod cast;
+pub mod cross_entropy;
+pub mod embedding;
 pub mod norm;
 pub mod reduce;
 
