@@ -56,6 +56,9 @@ pub enum KArg<'a> {
     I64(i64),
     F32(f32),
     U64(u64),
+    /// A struct passed by value (its bytes, `repr(C)` matching the kernel's struct). Buffers
+    /// it points to are checked by the launcher with [`Device::check_resident`].
+    Pod(&'a [u8]),
 }
 
 impl KArg<'_> {
@@ -69,14 +72,19 @@ impl KArg<'_> {
         }
     }
 
-    /// The argument's value as the kernel reads it (little-endian, in the low bytes).
-    fn bits(&self) -> u64 {
+    /// The argument's bytes as the kernel reads them (little-endian), in 8-byte-aligned words.
+    fn words(&self) -> Vec<u64> {
         match self {
-            KArg::I32(v) => *v as u32 as u64,
-            KArg::I64(v) => *v as u64,
-            KArg::F32(v) => v.to_bits() as u64,
-            KArg::U64(v) => *v,
-            other => other.buffer().map_or(0, Buffer::addr),
+            KArg::I32(v) => vec![*v as u32 as u64],
+            KArg::I64(v) => vec![*v as u64],
+            KArg::F32(v) => vec![v.to_bits() as u64],
+            KArg::U64(v) => vec![*v],
+            KArg::Pod(bytes) => {
+                let mut w = vec![0u64; bytes.len().div_ceil(8).max(1)];
+                bytemuck::cast_slice_mut::<u64, u8>(&mut w)[..bytes.len()].copy_from_slice(bytes);
+                w
+            }
+            other => vec![other.buffer().map_or(0, Buffer::addr)],
         }
     }
 }
@@ -240,8 +248,8 @@ impl Device {
     pub fn launch(&self, module: &'static str, kernel: &str, dims: Launch, args: &[KArg<'_>]) -> Result<()> {
         let bufs: Vec<&Buffer> = args.iter().filter_map(KArg::buffer).collect();
         self.check_resident(&bufs).map_err(|e| e.context(format!("launching {kernel}")))?;
-        let mut values: Vec<u64> = args.iter().map(KArg::bits).collect();
-        let mut ptrs: Vec<*mut std::ffi::c_void> = values.iter_mut().map(|v| v as *mut u64 as *mut std::ffi::c_void).collect();
+        let mut values: Vec<Vec<u64>> = args.iter().map(KArg::words).collect();
+        let mut ptrs: Vec<*mut std::ffi::c_void> = values.iter_mut().map(|v| v.as_mut_ptr() as *mut std::ffi::c_void).collect();
         let r = match self {
             #[cfg(feature = "cuda-shim")]
             Device::Shim => super::shim::launch(kernel, dims, &mut ptrs),

@@ -122,6 +122,9 @@ pub fn check_values(what: &str, got: &[f32], want: &[f64], tol: f64) {
         }
     }
     let rel = num.sqrt() / den.sqrt().max(1e-30);
+    if std::env::var_os("POLYADAPT_TEST_VERBOSE").is_some() {
+        eprintln!("{what}: relative error {rel:.2e} (tolerance {tol:.0e})");
+    }
     assert!(
         rel <= tol || num.sqrt() <= tol * 1e-3,
         "{what}: relative error {rel:.3e} > {tol:.1e} (worst element {}: got {}, want {})",

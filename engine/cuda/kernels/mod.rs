@@ -4,6 +4,7 @@
 pub mod activation;
 pub mod adamw;
 pub mod align;
+pub mod attention;
 pub mod cast;
 pub mod cross_entropy;
 pub mod embedding;
