@@ -9,7 +9,7 @@ mod cuda_util;
 
 use cuda_util::*;
 use polyadapt::engine::cpu::attention::reference::{attention_backward_ref, attention_forward_ref, AttnRefInputs};
-use polyadapt::engine::cpu::attention::{attention_forward, AttnDims, AttnDropout, AttnInputs, SeqLayout};
+use polyadapt::engine::cpu::attention::{attention_backward, attention_forward, AttnDims, AttnDropout, AttnInputs, AttnNeeds, SeqLayout};
 use polyadapt::engine::cpu::gemm::Precision;
 use polyadapt::engine::cuda::kernels::attention::{self as attn, AttnBuffers, AttnGradBuffers, AttnPath, DeviceLayout};
 use polyadapt::engine::cuda::{Device, Elem};
@@ -88,9 +88,24 @@ fn run_case(dev: &Device, path: AttnPath, c: &Case, g: &mut Gen, what: &str) {
     check(dev, &format!("{what}: out"), &out_b, &want_out, tol(elem));
     check_lse(what, &dev.download_f32(&lse_b).unwrap(), &want_lse);
 
-    let [dq_w, dk_w, dv_w, dpk_w, dpv_w] = attention_backward_ref(&refx, d, &r64(&dout));
-    // Gradients go through one more rounding (the saved output in the element type, as in
-    // flash-attention) and a cancelling difference, hence twice the forward's tolerance.
+    // Backward reference: the CPU backend's backward, given the output the device computed
+    // (rounded to the element type, as the kernel reads it: delta = rowsum(dO * O) is a
+    // cancelling difference, so in bf16 a query that sees one key gets a gradient of pure
+    // rounding noise, the same on both sides). For f32 the f64 reference is checked too.
+    let dev_out = dev.download_f32(&out_b).unwrap();
+    let needs = AttnNeeds { q: true, k: true, v: true, pk: d.prefix > 0, pv: d.prefix > 0 };
+    let cg = attention_backward(&cpu, d, &dev_out, &want_lse, &dout, needs, Precision::F32);
+    let (dq_w, dk_w, dv_w) = (to_f64(cg.dq.as_ref().unwrap()), to_f64(cg.dk.as_ref().unwrap()), to_f64(cg.dv.as_ref().unwrap()));
+    let (dpk_w, dpv_w) = (cg.dpk.as_deref().map_or(vec![], to_f64), cg.dpv.as_deref().map_or(vec![], to_f64));
+    if elem == Elem::F32 {
+        let [dq64, dk64, dv64, dpk64, dpv64] = attention_backward_ref(&refx, d, &r64(&dout));
+        for (name, a, b) in [("dq", &dq_w, &dq64), ("dk", &dk_w, &dk64), ("dv", &dv_w, &dv64), ("dpk", &dpk_w, &dpk64), ("dpv", &dpv_w, &dpv64)] {
+            if !b.is_empty() {
+                let a32: Vec<f32> = a.iter().map(|&x| x as f32).collect();
+                check_values(&format!("{what}: CPU backend {name} against the f64 reference"), &a32, b, 2e-5);
+            }
+        }
+    }
     let gt = 2.0 * tol(elem);
     for deterministic in [true, false] {
         let (mut dq, mut dk, mut dv) = (out(dev, elem, q_rows * qw), out(dev, elem, kv_rows * kvw), out(dev, elem, kv_rows * kvw));
@@ -98,6 +113,7 @@ fn run_case(dev: &Device, path: AttnPath, c: &Case, g: &mut Gen, what: &str) {
         // overwrite (or a double add) is off by 20%.
         let start_k: Vec<f32> = dpk_w.iter().map(|&x| (0.25 * x) as f32).collect();
         let start_v: Vec<f32> = dpv_w.iter().map(|&x| (0.25 * x) as f32).collect();
+        let (start_k, start_v) = if d.prefix > 0 { (start_k, start_v) } else { (vec![], vec![]) };
         let mut dpk = dev.upload_f32(&start_k, Elem::F32).unwrap();
         let mut dpv = dev.upload_f32(&start_v, Elem::F32).unwrap();
         let has_p = d.prefix > 0;
