@@ -145,7 +145,8 @@ fn attention_matches_the_cpu_reference() {
             let c = random_case(&mut g, i);
             let what = format!("case {i}: {:?} {:?} {:?}", c.elem, c.d, c.layout);
             run_case(dev, AttnPath::Scalar, &c, &mut g, &what);
-            if attn::uses_tensor_cores(dev, c.elem, AttnPath::Auto).unwrap() {
+            // The tensor-core path: on a GPU of sm_80+, and on the shim (emulated mma).
+            if attn::uses_tensor_cores(dev, c.elem, AttnPath::TensorCores).is_ok() {
                 run_case(dev, AttnPath::TensorCores, &c, &mut g, &format!("{what} [tensor cores]"));
             }
         }
@@ -196,6 +197,7 @@ fn bad_attention_operands_are_errors() {
     assert!(e.to_string().contains("q: expected 96"), "{e}");
     let e = attn::attention_forward(&dev, &x, &lay, &AttnDims { prefix: 2, ..d }, &mut o, &mut lse, AttnPath::Scalar).unwrap_err();
     assert!(e.to_string().contains("q"), "{e}");
-    let e = attn::uses_tensor_cores(&dev, Elem::BF16, AttnPath::TensorCores).unwrap_err();
-    assert!(e.to_string().contains("sm_80"), "{e}");
+    let e = attn::uses_tensor_cores(&dev, Elem::F32, AttnPath::TensorCores).unwrap_err();
+    assert!(e.to_string().contains("bf16/f16"), "{e}");
+    assert!(!attn::uses_tensor_cores(&dev, Elem::BF16, AttnPath::Auto).unwrap(), "the shim defaults to the scalar path");
 }

@@ -49,6 +49,7 @@
 #define __shared__ static thread_local
 #define __constant__ static const
 #define __restrict__ __restrict
+#define __align__(n) __attribute__((aligned(n)))
 
 struct dim3 {
     unsigned x = 1, y = 1, z = 1;

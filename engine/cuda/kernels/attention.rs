@@ -178,19 +178,24 @@ fn dkv_bk(d: usize) -> usize {
     if d == 32 { 64 } else { 32 }
 }
 
-/// Whether `path` resolves to the tensor-core kernels here.
+/// Whether `path` resolves to the tensor-core kernels here. `Auto` picks them on a GPU of
+/// sm_80+ for bf16/f16; `TensorCores` also runs on the host shim, which emulates the matrix
+/// instruction (kernels/mma.cuh), so that the tests cover that path's logic without a GPU.
 pub fn uses_tensor_cores(dev: &Device, elem: Elem, path: AttnPath) -> Result<bool> {
-    let can = dev.has_tensor_cores() && matches!(elem, Elem::BF16 | Elem::F16);
+    let half = matches!(elem, Elem::BF16 | Elem::F16);
     match path {
-        AttnPath::Auto => Ok(can),
+        AttnPath::Auto => Ok(half && dev.has_tensor_cores()),
         AttnPath::Scalar => Ok(false),
-        AttnPath::TensorCores if can => Ok(true),
+        AttnPath::TensorCores if half && (dev.has_tensor_cores() || !dev.is_gpu()) => Ok(true),
         AttnPath::TensorCores => Err(Error::shape(
             "attention",
             format!("the tensor-core path needs a GPU of sm_80 or newer and bf16/f16 elements ({} with {elem:?})", dev.name()),
         )),
     }
 }
+
+/// Queries per block of the tensor-core forward (MMA_BQ), and its threads (4 warps).
+const MMA_BQ: usize = 64;
 
 /// Forward: writes `out` (the type of q) and `lse` (f32 `[heads, q_rows]`).
 pub fn attention_forward(
@@ -212,11 +217,14 @@ pub fn attention_forward(
     p.out = out.addr();
     p.lse = lse.addr();
     dev.check_resident(&[out, lse])?;
-    let _tensor_cores = uses_tensor_cores(dev, elem, path)?;
-    let bq = fwd_bq(d.head_dim);
-    let dims = Launch { grid: [lay.max_q.div_ceil(bq) as u32, d.heads as u32, lay.batch as u32], block: [bq as u32, 1, 1] };
-    let kernel = format!("attn_fwd_{}_d{}", elem.suffix(), d.head_dim);
-    dev.launch("attention", &kernel, dims, &[KArg::Pod(bytemuck::bytes_of(&p))])
+    let (module, kernel, bq, threads) = if uses_tensor_cores(dev, elem, path)? {
+        ("attention_mma", format!("attn_fwd_mma_{}_d{}", elem.suffix(), d.head_dim), MMA_BQ, 128)
+    } else {
+        let bq = fwd_bq(d.head_dim);
+        ("attention", format!("attn_fwd_{}_d{}", elem.suffix(), d.head_dim), bq, bq as u32)
+    };
+    let dims = Launch { grid: [lay.max_q.div_ceil(bq) as u32, d.heads as u32, lay.batch as u32], block: [threads, 1, 1] };
+    dev.launch(module, &kernel, dims, &[KArg::Pod(bytemuck::bytes_of(&p))])
 }
 
 /// Gradient outputs: dq, dk, dv (the type of q) are overwritten; dpk, dpv (f32 `[P, kv
