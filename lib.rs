@@ -13,4 +13,4 @@ pub mod data;
 pub mod engine;
 pub mod models;
 
-pub use engine::error::{Error, Result};
+pub use engine::error::{Error, Result, ResultExt};

@@ -18,10 +18,17 @@
 //! `peak/<fma_f32|dpbf16>/<threads>t`: the compute ceiling, a loop of independent 512-bit FMAs
 //! (32 FLOP each) or VDPBF16PS (64 FLOP) on every thread of the pool, with no memory traffic.
 //! `attention/...`: the small per-head products of attention, serial, strided in place.
+//! `linear/<f32|bf16w>_<gemm|packed>/<N>x384x1536/<threads>t`: a linear layer `x W^T` with a
+//! frozen W [1536, 384] (f32, or bf16 at Precision::Bf16), repacked by `gemm` on every call or
+//! prepacked once (`PackedB`, `gemm_packed`).
+//! `path/<portable|reference>/<M>x<K>x<N>/1t`: the fallback kernel of CPUs without AVX2 and the
+//! unblocked reference loops, forced with `gemm_with`, one thread.
 
 use criterion::{criterion_group, BenchmarkId, Criterion, Throughput};
 use half::bf16;
-use polyadapt::engine::cpu::gemm::{gemm, MatMut, MatRef, Precision};
+use polyadapt::engine::cpu::gemm::{
+    gemm, gemm_packed, gemm_with, KernelPath, MatMut, MatRef, PackedB, Precision,
+};
 use polyadapt::engine::tensor::View;
 
 const SHAPES: [(usize, usize, usize); 5] = [
@@ -248,12 +255,26 @@ fn bench(c: &mut Criterion) {
 /// The protocol of bench_matmul.py, for a like-for-like comparison: per shape and variant,
 /// 3 untimed calls, 20 timed, median and best, as JSON lines.
 fn bench_json() {
+    // Optional filters for quick comparisons: `POLYADAPT_BENCH_VARIANTS=bf16,f32`,
+    // `POLYADAPT_BENCH_SHAPES=4096x384x1536`; `POLYADAPT_BENCH_REPS` timed calls (default 20).
+    let wanted = |var: &str, what: &str| {
+        std::env::var(var)
+            .map(|v| v.split(',').any(|x| x.trim() == what))
+            .unwrap_or(true)
+    };
+    let reps: usize = std::env::var("POLYADAPT_BENCH_REPS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(20);
     for threads in thread_counts() {
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
             .build()
             .expect("rayon pool");
         for &(m, k, n) in &SHAPES {
+            if !wanted("POLYADAPT_BENCH_SHAPES", &format!("{m}x{k}x{n}")) {
+                continue;
+            }
             let a32 = values(m * k, 1);
             let b32 = values(k * n, 2);
             let a16: Vec<bf16> = a32.iter().map(|&v| bf16::from_f32(v)).collect();
@@ -280,6 +301,9 @@ fn bench_json() {
                 ),
             ];
             for (name, a, b, precision) in variants {
+                if !wanted("POLYADAPT_BENCH_VARIANTS", name) {
+                    continue;
+                }
                 let mut times: Vec<f64> = pool.install(|| {
                     let mut call = || {
                         gemm(
@@ -293,7 +317,7 @@ fn bench_json() {
                         )
                     };
                     (0..3).for_each(|_| call());
-                    (0..20)
+                    (0..reps)
                         .map(|_| {
                             let start = std::time::Instant::now();
                             call();
@@ -313,7 +337,99 @@ fn bench_json() {
     }
 }
 
-criterion_group!(benches, bench_ceiling, bench, bench_attention);
+/// A linear layer with a frozen weight: `x [N, 384] * W^T`, W `[1536, 384]`, B repacked by
+/// every `gemm` call or prepacked once.
+fn bench_linear(c: &mut Criterion) {
+    let mut group = c.benchmark_group("linear");
+    group
+        .sample_size(20)
+        .warm_up_time(std::time::Duration::from_secs(1));
+    group.measurement_time(std::time::Duration::from_secs(3));
+    let (k, n) = (384, 1536);
+    let w32 = values(n * k, 2);
+    let w16: Vec<bf16> = w32.iter().map(|&v| bf16::from_f32(v)).collect();
+    let weights = [
+        ("f32", View::F32(&w32), Precision::F32),
+        ("bf16w", View::BF16(&w16), Precision::Bf16),
+    ];
+    for m in [2048, 4096] {
+        let x = values(m * k, 1);
+        let mut out = vec![0.0f32; m * n];
+        group.throughput(Throughput::Elements(2 * (m * n * k) as u64));
+        for &t in &thread_counts() {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(t)
+                .build()
+                .expect("rayon pool");
+            for &(name, w, precision) in &weights {
+                let (a, wt) = (MatRef::from_f32(&x, m, k), MatRef::new(w, n, k).t());
+                let packed = PackedB::new(wt, precision);
+                let shape = format!("{m}x{k}x{n}/{t}t");
+                group.bench_function(BenchmarkId::new(format!("{name}_gemm"), &shape), |b| {
+                    pool.install(|| {
+                        b.iter(|| {
+                            let c = MatMut::new(&mut out, m, n);
+                            gemm(1.0, a, wt, false, c, precision, true)
+                        })
+                    })
+                });
+                group.bench_function(BenchmarkId::new(format!("{name}_packed"), &shape), |b| {
+                    pool.install(|| {
+                        b.iter(|| {
+                            let c = MatMut::new(&mut out, m, n);
+                            gemm_packed(1.0, a, &packed, false, c, precision, true)
+                        })
+                    })
+                });
+            }
+        }
+    }
+    group.finish();
+}
+
+/// The portable paths on one thread: the packed plain-Rust kernel (CPUs without AVX2) and the
+/// unblocked reference loops it replaced.
+fn bench_portable(c: &mut Criterion) {
+    let mut group = c.benchmark_group("path");
+    group
+        .sample_size(10)
+        .warm_up_time(std::time::Duration::from_secs(1));
+    group.measurement_time(std::time::Duration::from_secs(3));
+    let (m, k, n) = (512, 384, 1536);
+    let (a, b) = (values(m * k, 1), values(k * n, 2));
+    let mut out = vec![0.0f32; m * n];
+    group.throughput(Throughput::Elements(2 * (m * n * k) as u64));
+    for (name, path) in [
+        ("portable", KernelPath::Portable),
+        ("reference", KernelPath::Reference),
+    ] {
+        let id = BenchmarkId::new(name, format!("{m}x{k}x{n}/1t"));
+        group.bench_function(id, |bencher| {
+            bencher.iter(|| {
+                gemm_with(
+                    path,
+                    1.0,
+                    MatRef::from_f32(&a, m, k),
+                    MatRef::from_f32(&b, k, n),
+                    false,
+                    MatMut::new(&mut out, m, n),
+                    Precision::F32,
+                    false,
+                )
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(
+    benches,
+    bench_ceiling,
+    bench,
+    bench_attention,
+    bench_linear,
+    bench_portable
+);
 
 fn main() {
     if std::env::var_os("POLYADAPT_BENCH_JSON").is_some() {

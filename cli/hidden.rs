@@ -8,7 +8,7 @@ use polyadapt::engine::autograd::{ParamStore, Tape};
 use polyadapt::engine::cpu::gemm::Precision;
 use polyadapt::engine::tensor::DType;
 use polyadapt::models::bert::{BertModel, ForwardOptions, LoadOptions};
-use polyadapt::models::hooks::NoHooks;
+use polyadapt::models::peft::{self, Adaptation};
 use polyadapt::models::weights::{write_safetensors, TensorData};
 use polyadapt::{Error, Result};
 
@@ -33,6 +33,12 @@ pub struct Args {
     /// Compute the matrix products in bf16 (f32 accumulation) instead of f32.
     #[arg(long)]
     pub bf16_matmul: bool,
+    /// Apply an adapter: a directory in peft's format (`adapter_config.json` +
+    /// `adapter_model.safetensors`: LoRA, prefix or prompt tuning, or the engine's bottleneck
+    /// adapters), or one with a folder per method (`lora/`, `prefix/`, ...). Prompt positions
+    /// are left out of the output, so shapes match the input.
+    #[arg(long)]
+    pub adapter: Option<PathBuf>,
     /// Print nothing but errors.
     #[arg(long)]
     pub quiet: bool,
@@ -45,13 +51,17 @@ pub fn run(args: Args) -> Result<()> {
     let precision = if args.bf16_matmul { Precision::Bf16 } else { Precision::F32 };
     let mut store = ParamStore::new();
     let model = BertModel::load(&dir, &mut store, LoadOptions { dtype, precision })?;
+    let adaptation = match &args.adapter {
+        Some(dir) => peft::load(dir, &mut store, &model.config, false)?.adaptation,
+        None => Adaptation::default(),
+    };
     let layers = parse_layers(&args.layers, model.num_layers())?;
     let tokenizer = TextTokenizer::from_file(&dir.join("tokenizer.json"), Some(model.config.pad_token_id))?;
     let texts = read_lines(&args.texts)?;
     let batch = tokenizer.encode_batch(&texts, model.max_tokens())?;
     let mut tape = Tape::new();
     let opts = ForwardOptions { layers: layers.clone(), ..Default::default() };
-    let out = model.forward(&mut tape, &store, &batch, &NoHooks, &opts)?;
+    let out = model.forward(&mut tape, &store, &batch, &adaptation, &opts)?;
     // The model computes real tokens only; place them in the padded batch (zeros at padding).
     let mut padded = Vec::with_capacity(out.hidden.len());
     for (l, h) in &out.hidden {
@@ -68,7 +78,10 @@ pub fn run(args: Args) -> Result<()> {
         for (l, h) in &padded {
             tensors.push((format!("hidden.{l}"), TensorData::from_tensor(h)));
         }
-        let meta = [("model".to_string(), dir.display().to_string())].into_iter().collect();
+        let mut meta: std::collections::BTreeMap<String, String> = [("model".to_string(), dir.display().to_string())].into_iter().collect();
+        if let Some(a) = &args.adapter {
+            meta.insert("adapter".into(), a.display().to_string());
+        }
         write_safetensors(path, &tensors, &meta)?;
     }
     if !args.quiet {

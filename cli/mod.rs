@@ -2,7 +2,9 @@
 
 mod fetch_model;
 mod hidden;
-mod model_arg;
+mod score;
+pub(crate) mod model_arg;
+mod train;
 
 use clap::{Parser, Subcommand};
 use polyadapt::Result;
@@ -21,11 +23,17 @@ enum Command {
     FetchModel(fetch_model::Args),
     /// Write (and summarise) the hidden states of a model for each line of a text file.
     Hidden(hidden::Args),
+    /// Train adaptation modules from a TOML configuration, or resume a killed run.
+    Train(train::Args),
+    /// Score predictions made elsewhere (SQuAD or MLQA EM/F1, accuracy); the last line is JSON.
+    Score(score::Args),
 }
 
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::FetchModel(a) => fetch_model::run(a),
         Command::Hidden(a) => hidden::run(a),
+        Command::Train(a) => train::run(a),
+        Command::Score(a) => score::run(a),
     }
 }

@@ -40,6 +40,21 @@ pub struct Packing {
 }
 
 impl EncodedBatch {
+    /// Pads tokenised sequences (ids and type ids) on the right into a batch.
+    pub fn from_sequences(seqs: &[(&[u32], &[u32])], pad_id: u32) -> EncodedBatch {
+        let (batch, len) = (seqs.len(), seqs.iter().map(|s| s.0.len()).max().unwrap_or(0));
+        let mut ids = vec![pad_id; batch * len];
+        let mut type_ids = vec![0u32; batch * len];
+        let mut mask = vec![0.0f32; batch * len];
+        for (r, (i, t)) in seqs.iter().enumerate() {
+            ids[r * len..r * len + i.len()].copy_from_slice(i);
+            type_ids[r * len..r * len + t.len()].copy_from_slice(t);
+            mask[r * len..r * len + i.len()].fill(1.0);
+        }
+        let lengths = seqs.iter().map(|s| s.0.len()).collect();
+        EncodedBatch { batch, len, ids, type_ids, mask, lengths }
+    }
+
     /// Where the real tokens go when packed. Real tokens need not be contiguous (any 0/1 mask).
     pub fn packing(&self) -> Packing {
         let mut offsets = vec![0];
@@ -121,6 +136,153 @@ impl TextTokenizer {
             mask[r * len..r * len + n].fill(1.0);
         }
         Ok(EncodedBatch { batch, len, ids, type_ids, mask, lengths })
+    }
+}
+
+/// One tokenised sequence (or pair): ids and type ids.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Tokens {
+    pub ids: Vec<u32>,
+    pub type_ids: Vec<u32>,
+}
+
+impl TextTokenizer {
+    /// Tokenises texts (`second` given: sentence pairs) with the model's special tokens, cut to
+    /// at most `max_len` tokens the way transformers' `truncation=True` does (longest first for
+    /// pairs), keeping the special tokens.
+    pub fn encode_truncated(&self, first: &[String], second: Option<&[String]>, max_len: usize) -> Result<Vec<Tokens>> {
+        let mut inner = self.inner.clone();
+        let params = tokenizers::TruncationParams { max_length: max_len, ..Default::default() };
+        inner.with_truncation(Some(params)).map_err(|e| Error::tokenizer(&self.path, format!("cannot truncate to {max_len}: {e}")))?;
+        let inputs: Vec<tokenizers::EncodeInput> = match second {
+            None => first.iter().map(|t| tokenizers::EncodeInput::Single(t.as_str().into())).collect(),
+            Some(s) => {
+                if s.len() != first.len() {
+                    return Err(Error::shape("encode_truncated", format!("{} first and {} second texts", first.len(), s.len())));
+                }
+                first.iter().zip(s).map(|(a, b)| tokenizers::EncodeInput::Dual(a.as_str().into(), b.as_str().into())).collect()
+            }
+        };
+        let encs = inner.encode_batch(inputs, true).map_err(|e| Error::tokenizer(&self.path, format!("cannot tokenise: {e}")))?;
+        Ok(encs.into_iter().map(|e| Tokens { ids: e.get_ids().to_vec(), type_ids: e.get_type_ids().to_vec() }).collect())
+    }
+}
+
+/// One window of a (question, context) pair: the model's special tokens around the whole
+/// question and a contiguous slice of the context's tokens, as the tokenizer's post-processor
+/// lays them out (`[CLS] q [SEP] c [SEP]` for BERT, `<s> q </s></s> c </s>` for XLM-R).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PairWindow {
+    pub ids: Vec<u32>,
+    pub type_ids: Vec<u32>,
+    /// For each token: `Some((start, end))`, the characters `start..end` of the context it
+    /// comes from, for a context token; `None` for question and special tokens.
+    pub context_chars: Vec<Option<(usize, usize)>>,
+    /// 1 for a special token added by the post-processor.
+    pub special: Vec<u32>,
+}
+
+impl TextTokenizer {
+    /// Tokenises `question` with `context` as a pair, cutting the context (never the question)
+    /// into windows of at most `max_len` tokens in all, consecutive windows sharing `stride`
+    /// context tokens: what Hugging Face's tokenizers do with `truncation="only_second"`,
+    /// `stride` and `return_overflowing_tokens=True`, through the same `Encoding::truncate`,
+    /// then each window through the tokenizer's own post-processor (so special tokens and type
+    /// ids are the model's). A context that fits gives one window.
+    ///
+    /// The crate's offsets are bytes of the input; they are returned as characters, the unit
+    /// of SQuAD's `answer_start`.
+    pub fn encode_pair_windows(&self, question: &str, context: &str, max_len: usize, stride: usize) -> Result<Vec<PairWindow>> {
+        let tok_err = |e| Error::tokenizer(&self.path, format!("cannot tokenise: {e}"));
+        let q = self.inner.encode(question, false).map_err(tok_err)?;
+        let mut c = self.inner.encode(context, false).map_err(tok_err)?;
+        let added = self.inner.get_post_processor().map_or(0, |p| tokenizers::PostProcessor::added_tokens(p, true));
+        let budget = max_len.checked_sub(q.len() + added).filter(|&b| b > 0).ok_or_else(|| {
+            Error::Usage(format!(
+                "the question has {} tokens, which with {added} special tokens leaves no room for the context in {max_len}",
+                q.len()
+            ))
+        })?;
+        if c.len() > budget {
+            // `Encoding::truncate` asserts this; HF raises. Say which numbers to change.
+            if stride >= budget {
+                return Err(Error::Usage(format!(
+                    "document stride {stride} must be less than the {budget} context tokens a window holds \
+                     ({max_len} - {} question tokens - {added} special tokens)",
+                    q.len()
+                )));
+            }
+            c.truncate(budget, stride, tokenizers::TruncationDirection::Right);
+        }
+        let rest = c.take_overflowing();
+        let to_chars = ByteToChar::new(context);
+        std::iter::once(c)
+            .chain(rest)
+            .map(|part| {
+                let e = self.inner.post_process(q.clone(), Some(part), true).map_err(tok_err)?;
+                let context_chars = e
+                    .get_sequence_ids()
+                    .iter()
+                    .zip(e.get_offsets())
+                    .zip(e.get_special_tokens_mask())
+                    .map(|((seq, &(b0, b1)), &sp)| (*seq == Some(1) && sp == 0).then(|| to_chars.span(b0, b1)))
+                    .collect();
+                Ok(PairWindow {
+                    ids: e.get_ids().to_vec(),
+                    type_ids: e.get_type_ids().to_vec(),
+                    context_chars,
+                    special: e.get_special_tokens_mask().to_vec(),
+                })
+            })
+            .collect()
+    }
+}
+
+/// Byte offsets of a string to character offsets.
+struct ByteToChar {
+    /// `chars[b]`: the index of the character that byte `b` belongs to; `chars[len]` = the
+    /// number of characters.
+    chars: Vec<usize>,
+}
+
+impl ByteToChar {
+    fn new(s: &str) -> ByteToChar {
+        let mut chars = Vec::with_capacity(s.len() + 1);
+        for (i, ch) in s.chars().enumerate() {
+            chars.extend(std::iter::repeat_n(i, ch.len_utf8()));
+        }
+        chars.push(chars.last().map_or(0, |&i| i + 1));
+        ByteToChar { chars }
+    }
+
+    /// The characters covering bytes `b0..b1`: from the character holding byte `b0` to the
+    /// one holding byte `b1 - 1`, inclusive. Tokenizers report character boundaries; this
+    /// rounds outwards should one not be.
+    fn span(&self, b0: usize, b1: usize) -> (usize, usize) {
+        let bytes = self.chars.len() - 1;
+        let (b0, b1) = (b0.min(bytes), b1.min(bytes));
+        let start = self.chars[b0];
+        let end = if b1 > b0 { self.chars[b1 - 1] + 1 } else { start };
+        (start, end)
+    }
+}
+
+#[cfg(test)]
+mod byte_to_char_tests {
+    use super::ByteToChar;
+
+    #[test]
+    fn multibyte_spans() {
+        // a (1 byte) ह (3) 中 (3) 𝄞 (4) z (1)
+        let m = ByteToChar::new("aह中𝄞z");
+        assert_eq!(m.span(0, 1), (0, 1));
+        assert_eq!(m.span(1, 4), (1, 2));
+        assert_eq!(m.span(4, 11), (2, 4));
+        assert_eq!(m.span(11, 12), (4, 5));
+        assert_eq!(m.span(12, 12), (5, 5));
+        // Inside a character: rounded outwards.
+        assert_eq!(m.span(2, 5), (1, 3));
+        assert_eq!(ByteToChar::new("").span(0, 0), (0, 0));
     }
 }
 

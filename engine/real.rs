@@ -39,6 +39,8 @@ pub trait Real:
     fn sqrt(self) -> Self;
     fn tanh(self) -> Self;
     fn erf(self) -> Self;
+    /// `0.5 (1 + erf(x / sqrt 2))`, the standard normal CDF, accurate in its left tail too.
+    fn normal_cdf(self) -> Self;
     fn abs(self) -> Self;
     fn max(self, other: Self) -> Self;
     fn min(self, other: Self) -> Self;
@@ -46,7 +48,7 @@ pub trait Real:
 }
 
 macro_rules! impl_real {
-    ($t:ty, $erf:path) => {
+    ($t:ty, $exp:path, $erf:path, $cdf:path) => {
         impl Real for $t {
             const ZERO: Self = 0.0;
             const ONE: Self = 1.0;
@@ -69,7 +71,7 @@ macro_rules! impl_real {
             }
             #[inline(always)]
             fn exp(self) -> Self {
-                <$t>::exp(self)
+                $exp(self)
             }
             #[inline(always)]
             fn ln(self) -> Self {
@@ -86,6 +88,10 @@ macro_rules! impl_real {
             #[inline(always)]
             fn erf(self) -> Self {
                 $erf(self)
+            }
+            #[inline(always)]
+            fn normal_cdf(self) -> Self {
+                $cdf(self)
             }
             #[inline(always)]
             fn abs(self) -> Self {
@@ -107,5 +113,11 @@ macro_rules! impl_real {
     };
 }
 
-impl_real!(f32, libm::erff);
-impl_real!(f64, libm::erf);
+// f32 takes the vectorisable polynomials of `vmath` (the kernels' loops compile to SIMD);
+// f64, the gradient tests' reference precision, the C library's functions.
+impl_real!(f32, crate::engine::cpu::vmath::exp, crate::engine::cpu::vmath::erf, crate::engine::cpu::vmath::normal_cdf);
+impl_real!(f64, f64::exp, libm::erf, normal_cdf_f64);
+
+fn normal_cdf_f64(x: f64) -> f64 {
+    0.5 * libm::erfc(-x * std::f64::consts::FRAC_1_SQRT_2)
+}

@@ -26,13 +26,16 @@ use crate::engine::error::{Error, Result, ResultExt};
 use crate::engine::ops::{self, AttentionSpec, AttnDropout, DropoutRng, SeqLayout};
 use crate::engine::tensor::DType;
 use crate::models::config::{Activation, BertConfig, ModelType};
-use crate::models::hooks::{LayerHooks, Proj};
+use crate::models::hooks::{LayerHooks, PassInfo, Proj, Site};
 use crate::models::weights::Weights;
 
 /// How to hold and multiply the weights.
 #[derive(Clone, Copy, Debug)]
 pub struct LoadOptions {
     /// Storage of the frozen weights: F32 maps the file in place when it is f32; BF16/F16 copy.
+    /// The word-embedding table always keeps the file's storage: a gather reads only the rows of
+    /// the tokens it sees, so the mapped table stays mostly on disk, where a converted copy
+    /// (multilingual-e5: 250k x 384) would be resident in full.
     pub dtype: DType,
     pub precision: Precision,
 }
@@ -90,16 +93,29 @@ pub struct BertModel {
 pub struct BertOutput {
     pub hidden: Vec<(usize, Var)>,
     pub packing: Packing,
+    /// With a soft prompt, the rows of the real tokens among the packed rows; `None` when every
+    /// row is a real token.
+    pub real_rows: Option<Vec<usize>>,
     pub batch: usize,
     pub len: usize,
 }
 
 impl BertOutput {
+    /// The real tokens' rows of a packed hidden state (the soft prompt's rows left out), in
+    /// packing order (differentiable).
+    pub fn real_tokens(&self, tape: &mut Tape, h: &Var) -> Result<Var> {
+        match &self.real_rows {
+            Some(rows) => ops::gather_rows(tape, h, rows),
+            None => Ok(h.clone()),
+        }
+    }
+
     /// A packed hidden state placed in the padded batch `[batch, len, hidden]`, zeros at the
     /// padding (differentiable).
     pub fn padded(&self, tape: &mut Tape, h: &Var) -> Result<Var> {
         let width = h.value().last_dim();
-        let x = ops::scatter_rows(tape, h, &self.packing.rows, self.packing.padded_rows)?;
+        let real = self.real_tokens(tape, h)?;
+        let x = ops::scatter_rows(tape, &real, &self.packing.rows, self.packing.padded_rows)?;
         ops::reshape(tape, &x, &[self.batch, self.len, width])
     }
 }
@@ -116,6 +132,8 @@ impl BertModel {
     pub fn from_weights(config: BertConfig, w: &Weights, store: &mut ParamStore, opts: LoadOptions) -> Result<BertModel> {
         let c = &config;
         let (h, f) = (c.hidden_size, c.intermediate_size);
+        let word_name = "embeddings.word_embeddings.weight";
+        let word = store.add(word_name.to_string(), w.get_any(word_name, &[c.vocab_size, h])?, false)?;
         let mut get = |name: String, shape: &[usize]| -> Result<ParamId> {
             let t = w.get_any(&name, shape)?;
             let t = if t.dtype() == opts.dtype { t } else { t.to_dtype(opts.dtype) };
@@ -124,7 +142,6 @@ impl BertModel {
         let norm = |prefix: &str, get: &mut dyn FnMut(String, &[usize]) -> Result<ParamId>| -> Result<Norm> {
             Ok(Norm { w: get(format!("{prefix}.weight"), &[h])?, b: get(format!("{prefix}.bias"), &[h])? })
         };
-        let word = get("embeddings.word_embeddings.weight".into(), &[c.vocab_size, h])?;
         let pos = get("embeddings.position_embeddings.weight".into(), &[c.max_position_embeddings, h])?;
         let ty = get("embeddings.token_type_embeddings.weight".into(), &[c.type_vocab_size, h])?;
         let emb_norm = norm("embeddings.LayerNorm", &mut get)?;
@@ -193,30 +210,10 @@ impl BertModel {
         if let Some(&l) = opts.layers.iter().find(|&&l| l > self.layers.len()) {
             return Err(Error::Usage(format!("layer {l} asked for; the model has layers 0..={}", self.layers.len())));
         }
-        if batch.len > self.max_tokens() {
-            return Err(Error::Usage(format!("{} tokens given; the model takes at most {}", batch.len, self.max_tokens())));
-        }
+        hooks.begin_forward(tape, store, &PassInfo { training: opts.training, dropout_seed: opts.dropout_seed })?;
         let packing = batch.packing();
-        let n = packing.rows.len();
-        let pick = |v: &[u32]| packing.rows.iter().map(|&r| v[r]).collect::<Vec<u32>>();
-        let drop = |tape: &mut Tape, x: &Var, stream: u64| {
-            ops::dropout(tape, x, c.hidden_dropout_prob, opts.training, DropoutRng { seed: opts.dropout_seed, stream })
-        };
-        let param = |tape: &mut Tape, id: ParamId| tape.param(store, id);
-
-        let word = param(tape, self.word);
-        let pos = param(tape, self.pos);
-        let ty = param(tape, self.ty);
-        let e = ops::embedding(tape, &word, &pick(&batch.ids), &[n])?;
-        let p = ops::embedding(tape, &pos, &pick(&self.position_ids(batch)), &[n])?;
-        let e = ops::add(tape, &e, &p)?;
-        let tt = ops::embedding(tape, &ty, &pick(&batch.type_ids), &[n])?;
-        let e = ops::add(tape, &e, &tt)?;
-        let e = self.norm(tape, store, &self.emb_norm, &e)?;
-        let mut x = drop(tape, &e, 0)?;
-        debug_assert_eq!(x.shape(), &[n, c.hidden_size]);
-
-        let layout = SeqLayout::packed(packing.offsets.clone());
+        let (mut x, offsets, real_rows) = self.embed(tape, store, batch, &packing, hooks, opts)?;
+        let layout = SeqLayout::packed(offsets);
         let mut hidden = Vec::new();
         let keep = |i: usize, x: &Var, hidden: &mut Vec<(usize, Var)>| {
             for (k, &l) in opts.layers.iter().enumerate() {
@@ -236,9 +233,84 @@ impl BertModel {
         Ok(BertOutput {
             hidden: hidden.into_iter().map(|(k, v)| (opts.layers[k], v)).collect(),
             packing,
+            real_rows,
             batch: batch.batch,
             len: batch.len,
         })
+    }
+
+    /// Token, position and type embeddings of the packed batch, with the soft prompt (if any)
+    /// before each sequence. Returns the embeddings `[rows, hidden]`, the sequences' row offsets,
+    /// and, when there is a prompt, the rows of the real tokens (`None`: every row is real).
+    fn embed(
+        &self,
+        tape: &mut Tape,
+        store: &ParamStore,
+        batch: &EncodedBatch,
+        packing: &Packing,
+        hooks: &dyn LayerHooks,
+        opts: &ForwardOptions,
+    ) -> Result<(Var, Vec<usize>, Option<Vec<usize>>)> {
+        let c = &self.config;
+        let prompt = hooks.prompt(tape, store)?;
+        let k = prompt.as_ref().map_or(0, |p| p.shape()[0]);
+        let shift = hooks.position_shift();
+        if batch.len + k + shift > self.max_tokens() {
+            return Err(Error::Usage(format!(
+                "{} tokens{} given; the model takes at most {}",
+                batch.len,
+                if k + shift > 0 { format!(" (+{} virtual)", k + shift) } else { String::new() },
+                self.max_tokens()
+            )));
+        }
+        let n = packing.rows.len();
+        let pick = |v: &[u32]| packing.rows.iter().map(|&r| v[r]).collect::<Vec<u32>>();
+        let word = tape.param(store, self.word);
+        let mut e = ops::embedding(tape, &word, &pick(&batch.ids), &[n])?;
+        let mut positions: Vec<u32> = pick(&self.position_ids(batch)).iter().map(|&p| p + shift as u32).collect();
+        let mut types = pick(&batch.type_ids);
+        let mut offsets = packing.offsets.clone();
+        let mut real_rows = None;
+        if let Some(prompt) = prompt {
+            // Sequence b becomes [k prompt rows ; its real tokens]: positions count from the
+            // first prompt row, as transformers does for `inputs_embeds`.
+            let base = c.position_offset() as u32 + shift as u32;
+            let (b, t) = (batch.batch, batch.len);
+            let (mut real, mut virt) = (Vec::with_capacity(n), Vec::with_capacity(b * k));
+            positions.clear();
+            types.clear();
+            offsets = vec![0];
+            for s in 0..b {
+                let start = *offsets.last().expect("starts with 0");
+                virt.extend(start..start + k);
+                positions.extend((0..k as u32).map(|j| base + j));
+                types.extend(std::iter::repeat_n(0, k));
+                for &r in &packing.rows[packing.offsets[s]..packing.offsets[s + 1]] {
+                    real.push(start + k + (real.len() - packing.offsets[s]));
+                    positions.push(base + (k + r % t) as u32);
+                    types.push(batch.type_ids[r]);
+                }
+                offsets.push(start + k + packing.offsets[s + 1] - packing.offsets[s]);
+            }
+            let rows = n + b * k;
+            let copies: Vec<usize> = (0..b).flat_map(|_| 0..k).collect();
+            let p = ops::gather_rows(tape, &prompt, &copies)?;
+            let p = ops::scatter_rows(tape, &p, &virt, rows)?;
+            let w = ops::scatter_rows(tape, &e, &real, rows)?;
+            e = ops::add(tape, &w, &p)?;
+            real_rows = Some(real);
+        }
+        let pos = tape.param(store, self.pos);
+        let ty = tape.param(store, self.ty);
+        let rows = positions.len();
+        let p = ops::embedding(tape, &pos, &positions, &[rows])?;
+        let e = ops::add(tape, &e, &p)?;
+        let tt = ops::embedding(tape, &ty, &types, &[rows])?;
+        let e = ops::add(tape, &e, &tt)?;
+        let e = self.norm(tape, store, &self.emb_norm, &e)?;
+        let rng = DropoutRng { seed: opts.dropout_seed, stream: 0 };
+        let x = ops::dropout(tape, &e, c.hidden_dropout_prob, opts.training, rng)?;
+        Ok((x, offsets, real_rows))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -273,6 +345,7 @@ impl BertModel {
         let prefix = hooks.prefix(tape, store, i)?;
         let ctx = ops::attention(tape, &q, &k, &v, prefix.as_ref().map(|(a, b)| (a, b)), layout, &spec)?;
         let a = self.linear(tape, store, hooks, i, Proj::Output, &l.o, &ctx)?;
+        let a = self.adapt(tape, store, hooks, i, Site::Attention, a)?;
         let a = drop(tape, &a, 0)?;
         let a = ops::add(tape, &a, x)?;
         let a = self.norm(tape, store, &l.attn_norm, &a)?;
@@ -283,6 +356,7 @@ impl BertModel {
             Activation::Relu => ops::relu(tape, &f)?,
         };
         let f = self.linear(tape, store, hooks, i, Proj::FfnOut, &l.ffn_out, &f)?;
+        let f = self.adapt(tape, store, hooks, i, Site::Ffn, f)?;
         let f = drop(tape, &f, 1)?;
         let f = ops::add(tape, &f, &a)?;
         self.norm(tape, store, &l.out_norm, &f)
@@ -295,6 +369,14 @@ impl BertModel {
         match hooks.linear_delta(tape, store, i, proj, x)? {
             Some(delta) => ops::add(tape, &y, &delta),
             None => Ok(y),
+        }
+    }
+
+    /// `h + adapter(h)` when a module adapts this site.
+    fn adapt(&self, tape: &mut Tape, store: &ParamStore, hooks: &dyn LayerHooks, i: usize, site: Site, h: Var) -> Result<Var> {
+        match hooks.adapter(tape, store, i, site, &h)? {
+            Some(delta) => ops::add(tape, &h, &delta),
+            None => Ok(h),
         }
     }
 

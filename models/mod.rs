@@ -4,5 +4,8 @@ pub mod bert;
 pub mod config;
 pub mod e5s;
 pub mod fetch;
+pub mod heads;
 pub mod hooks;
+pub mod losses;
+pub mod peft;
 pub mod weights;

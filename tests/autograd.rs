@@ -133,3 +133,15 @@ fn freezing_drops_the_gradient_buffer() {
     store.set_trainable(ids[0].0, false);
     assert_eq!(store.grad_buffers().0, 1);
 }
+
+#[test]
+fn a_no_grad_tape_records_nothing_even_for_trainable_parameters() {
+    let (store, ids) = stack(&[true, true, true]);
+    let mut tape = Tape::no_grad();
+    let y = forward(&store, &ids, &mut tape);
+    assert_eq!(tape.stats(), polyadapt::engine::autograd::TapeStats::default());
+    assert!(!y.requires_grad());
+    // Same values as with a recording tape.
+    let mut rec = Tape::new();
+    assert_eq!(forward(&store, &ids, &mut rec).value().f32s(), y.value().f32s());
+}

@@ -1,6 +1,7 @@
 //! The matrix product through its public API: random shapes (0, 1, odd, past the cache blocks),
 //! strides and transposes, f32/bf16/f16 storage, both precisions, accumulate, alpha and
-//! parallel, against an f64 product; and bit-identical results across thread counts.
+//! parallel, against an f64 product; the same product with B prepacked (`PackedB`), bit for
+//! bit; and bit-identical results across thread counts.
 //!
 //! Tolerance: the f64 product of the stored values (rounded to bf16 first for Precision::Bf16,
 //! so the reference is exact for what the kernel multiplies) is compared element-wise with
@@ -9,7 +10,7 @@
 //! of |a b| and fails it.
 
 use half::{bf16, f16};
-use polyadapt::engine::cpu::gemm::{gemm, MatMut, MatRef, Precision};
+use polyadapt::engine::cpu::gemm::{gemm, gemm_packed, MatMut, MatRef, PackedB, Precision};
 use polyadapt::engine::tensor::View;
 use proptest::prelude::*;
 
@@ -110,10 +111,11 @@ struct Case {
 
 fn dims() -> impl Strategy<Value = (usize, usize, usize)> {
     let small = 0usize..=40;
-    // Odd sizes around the tile shapes (14 x 32, 6 x 16) and the k blocks (384, 768).
+    // Odd sizes around the tile shapes (14 x 32, 6 x 16, 4 x 8) and the k blocks (256, 512,
+    // 1024).
     let rows_near_tiles = prop::sample::select(vec![1usize, 7, 13, 14, 15, 29, 33, 63, 65]);
     let cols_near_tiles = prop::sample::select(vec![1usize, 15, 16, 17, 31, 32, 33, 47, 97]);
-    let depth_near_blocks = prop::sample::select(vec![383usize, 384, 385, 767, 769, 1537]);
+    let depth_near_blocks = prop::sample::select(vec![255usize, 257, 511, 513, 1023, 1025, 1537]);
     // Attention-sized products.
     let (rows_attn, cols_attn) = (
         prop::sample::select(vec![64usize, 70, 300]),
@@ -237,6 +239,25 @@ fn check(case: &Case) -> Result<(), TestCaseError> {
             );
         }
     }
+
+    // The same product with B prepacked: the same bits, padding included.
+    let mut c_packed = c0.clone();
+    gemm_packed(
+        alpha,
+        av,
+        &PackedB::new(bv, precision),
+        accumulate,
+        MatMut {
+            data: &mut c_packed,
+            rows: m,
+            cols: n,
+            row_stride: ldc,
+        },
+        precision,
+        parallel,
+    );
+    let same = c.iter().zip(&c_packed).all(|(x, y)| x.to_bits() == y.to_bits());
+    prop_assert!(same, "gemm_packed differs from gemm");
     Ok(())
 }
 
@@ -322,17 +343,38 @@ fn bit_identical_across_thread_counts() {
                 }
                 c
             };
+            let packed_b = PackedB::new(b, precision);
+            let run_packed = |pool: &rayon::ThreadPool| {
+                let mut c = values(m * n, 5);
+                pool.install(|| {
+                    gemm_packed(
+                        0.5,
+                        a,
+                        &packed_b,
+                        accumulate,
+                        MatMut::new(&mut c, m, n),
+                        precision,
+                        true,
+                    )
+                });
+                c
+            };
             let serial = run(None, false);
             for pool in &pools {
-                let c = run(Some(pool), true);
-                let same = serial
-                    .iter()
-                    .zip(&c)
-                    .all(|(x, y)| x.to_bits() == y.to_bits());
+                let same = |c: Vec<f32>| {
+                    serial
+                        .iter()
+                        .zip(&c)
+                        .all(|(x, y)| x.to_bits() == y.to_bits())
+                };
+                let threads = pool.current_num_threads();
                 assert!(
-                    same,
-                    "{name} {precision:?}: {} threads differ from the serial product",
-                    pool.current_num_threads()
+                    same(run(Some(pool), true)),
+                    "{name} {precision:?}: {threads} threads differ from the serial product"
+                );
+                assert!(
+                    same(run_packed(pool)),
+                    "{name} {precision:?}: prepacked B on {threads} threads differs"
                 );
             }
         }

@@ -141,6 +141,12 @@ impl ParamStore {
         self.params[id.0].grad.as_ref()
     }
 
+    /// The elements of a parameter's gradient buffer, when it has one, to change in place
+    /// (gradient clipping scales them).
+    pub fn grad_mut(&mut self, id: ParamId) -> Option<&mut [f32]> {
+        self.params[id.0].grad.as_mut().map(|g| g.f32s_mut())
+    }
+
     /// Adds `g` into the parameter's gradient buffer (allocated on first use).
     pub(crate) fn accumulate_grad(&mut self, id: ParamId, g: Tensor) -> Result<()> {
         let p = &mut self.params[id.0];

@@ -97,6 +97,8 @@ enum Node {
 #[derive(Default)]
 pub struct Tape {
     nodes: Vec<Node>,
+    /// Inference: nothing is ever recorded, whatever is trainable.
+    no_grad: bool,
 }
 
 /// What the tape holds, for tests and reports.
@@ -115,10 +117,16 @@ impl Tape {
         Tape::default()
     }
 
+    /// A tape that records nothing, even downstream of trainable parameters: for evaluation,
+    /// where no gradient will be asked for.
+    pub fn no_grad() -> Tape {
+        Tape { nodes: Vec::new(), no_grad: true }
+    }
+
     /// The value of a parameter; a leaf of the tape when the parameter is trainable.
     pub fn param(&mut self, store: &ParamStore, id: ParamId) -> Var {
         let value = store.value(id).clone();
-        let node = if store.is_trainable(id) {
+        let node = if store.is_trainable(id) && !self.no_grad {
             self.nodes.push(Node::Leaf(id));
             Some(NodeId(self.nodes.len() - 1))
         } else {

@@ -6,6 +6,7 @@
 //! with that mask, so the backward is the same function applied to `dy`.
 
 use crate::engine::cpu::rows::for_each_chunk;
+use crate::engine::cpu::vmath::simd;
 use crate::engine::real::Real;
 use crate::engine::rng;
 
@@ -19,10 +20,12 @@ pub fn kept(seed: u64, stream: u64, index: u64, p: f32) -> bool {
 /// Also the backward: `dx = dropout(dy)` with the same seed and stream.
 pub fn dropout<T: Real>(x: &[T], p: f32, seed: u64, stream: u64, y: &mut [T]) {
     let scale = T::from_f64(1.0 / (1.0 - p as f64));
+    let rng = rng::Stream::new(seed, stream);
     for_each_chunk(y, |start, yc| {
-        for (k, o) in yc.iter_mut().enumerate() {
-            let i = start + k;
-            *o = if kept(seed, stream, i as u64, p) { x[i] * scale } else { T::ZERO };
-        }
+        simd(#[inline(always)] || {
+            for (k, (o, &xv)) in yc.iter_mut().zip(&x[start..]).enumerate() {
+                *o = if rng.uniform((start + k) as u64) >= p { xv * scale } else { T::ZERO };
+            }
+        })
     });
 }

@@ -17,4 +17,6 @@ pub mod norm;
 pub mod pooling;
 pub mod reduce;
 pub mod rows;
+pub mod segment_ce;
 pub mod softmax;
+pub mod vmath;

@@ -1,6 +1,6 @@
-//! Activations: GELU (erf or tanh form), ReLU, SiLU and SwiGLU; see [`crate::engine::cpu::activation`].
+//! Activations: GELU (erf or tanh form), ReLU, SiLU, tanh and SwiGLU; see [`crate::engine::cpu::activation`].
 //!
-//! What backward keeps: GELU, ReLU and SiLU keep their input `x`; SwiGLU keeps `gate` (always) and
+//! What backward keeps: GELU, ReLU, SiLU and tanh keep their input `x`; SwiGLU keeps `gate` (always) and
 //! `up` only when the gate needs a gradient.
 
 use crate::engine::autograd::{Backward, Saved, Tape, Var};
@@ -13,6 +13,7 @@ enum Unary {
     Gelu(GeluKind),
     Relu,
     Silu,
+    Tanh,
 }
 
 pub fn gelu(tape: &mut Tape, x: &Var, kind: GeluKind) -> Result<Var> {
@@ -27,6 +28,10 @@ pub fn silu(tape: &mut Tape, x: &Var) -> Result<Var> {
     unary(tape, x, Unary::Silu)
 }
 
+pub fn tanh(tape: &mut Tape, x: &Var) -> Result<Var> {
+    unary(tape, x, Unary::Tanh)
+}
+
 fn unary(tape: &mut Tape, x: &Var, op: Unary) -> Result<Var> {
     let xv = x.value().to_f32_cow();
     let mut y = vec![0.0f32; xv.len()];
@@ -34,6 +39,7 @@ fn unary(tape: &mut Tape, x: &Var, op: Unary) -> Result<Var> {
         Unary::Gelu(kind) => k::gelu(kind, &xv, &mut y),
         Unary::Relu => k::relu(&xv, &mut y),
         Unary::Silu => k::silu(&xv, &mut y),
+        Unary::Tanh => k::tanh(&xv, &mut y),
     }
     let value = Tensor::new(y, x.shape());
     Ok(tape.record(value, &[x], |_| Box::new(UnaryBackward { x: x.save(), op })))
@@ -50,6 +56,7 @@ impl Backward for UnaryBackward {
             Unary::Gelu(_) => "gelu",
             Unary::Relu => "relu",
             Unary::Silu => "silu",
+            Unary::Tanh => "tanh",
         }
     }
 
@@ -60,6 +67,7 @@ impl Backward for UnaryBackward {
             Unary::Gelu(kind) => k::gelu_backward(kind, &x, &gv, &mut dx),
             Unary::Relu => k::relu_backward(&x, &gv, &mut dx),
             Unary::Silu => k::silu_backward(&x, &gv, &mut dx),
+            Unary::Tanh => k::tanh_backward(&x, &gv, &mut dx),
         }
         Ok(vec![Some(Tensor::new(dx, g.shape()))])
     }

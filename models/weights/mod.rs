@@ -18,8 +18,8 @@
 mod header;
 mod write;
 
-pub(crate) use write::{sync_dir, temp_path};
-pub use write::{write_safetensors, TensorData, TensorValues};
+pub(crate) use write::temp_path;
+pub use write::{sync_dir, write_atomic, write_safetensors, TensorData, TensorValues};
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};

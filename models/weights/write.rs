@@ -178,9 +178,27 @@ pub(crate) fn temp_path(path: &Path) -> PathBuf {
     path.with_file_name(format!(".{name}.tmp-{}-{n}", std::process::id()))
 }
 
+/// Writes `bytes` to `path` atomically: a temporary file in the same directory, fsync, rename,
+/// then the directory synced. A reader sees the old file or the new one, never a part.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = temp_path(path);
+    let result = (|| {
+        let mut file = File::create(&tmp).map_err(|e| Error::io("cannot create", &tmp, e))?;
+        file.write_all(bytes).map_err(|e| Error::io("cannot write", &tmp, e))?;
+        file.sync_all().map_err(|e| Error::io("cannot write", &tmp, e))?;
+        std::fs::rename(&tmp, path).map_err(|e| Error::io("cannot rename into place", path, e))
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result?;
+    sync_dir(path.parent());
+    Ok(())
+}
+
 /// Makes a rename in `dir` durable. Best effort: not every filesystem lets a directory be
 /// opened and synced, and the data itself is already on disk.
-pub(crate) fn sync_dir(dir: Option<&Path>) {
+pub fn sync_dir(dir: Option<&Path>) {
     let dir = match dir {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),

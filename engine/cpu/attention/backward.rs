@@ -8,6 +8,7 @@ use rayon::prelude::*;
 
 use super::{scores, AttnDims, AttnGrads, AttnInputs, AttnNeeds, Heads, Q_BLOCK};
 use crate::engine::cpu::gemm::{gemm, MatMut, MatRef, Precision};
+use crate::engine::cpu::vmath;
 use crate::engine::tensor::View;
 
 /// One (sequence, kv head) unit's gradients: `dq` for its `rep` query heads
@@ -65,6 +66,9 @@ fn unit_backward(
     };
     let mut probs = vec![0.0f32; Q_BLOCK * l];
     let mut ds = vec![0.0f32; Q_BLOCK * l];
+    let dropout = d.dropout.is_some();
+    // The dropout factors of the block's rows, drawn once for dS and for P.
+    let mut keep = vec![0.0f32; if dropout { Q_BLOCK * l } else { 0 }];
     for r in 0..rep {
         let h = g * rep + r;
         for t0 in (0..t_len).step_by(Q_BLOCK) {
@@ -72,9 +76,17 @@ fn unit_backward(
             scores(hs, b, h, t0, n, &mut probs, p);
             for i in 0..n {
                 let m = lse[h * q_rows + q0 + t0 + i];
-                for v in &mut probs[i * l..(i + 1) * l] {
-                    // exp(-inf - m) = 0 for masked keys; a row that saw nothing has m = -inf.
-                    *v = if m == f32::NEG_INFINITY { 0.0 } else { (*v - m).exp() };
+                let row = &mut probs[i * l..(i + 1) * l];
+                // exp(-inf - m) = 0 for masked keys; a row that saw nothing has m = -inf.
+                if m == f32::NEG_INFINITY {
+                    row.fill(0.0);
+                } else {
+                    vmath::exp_shifted_sum(row, m);
+                }
+            }
+            if dropout {
+                for i in 0..n {
+                    d.keep_scales(h, q0 + t0 + i, &mut keep[i * l..(i + 1) * l]);
                 }
             }
             let row0 = (q0 + t0) * w + h * hd;
@@ -95,17 +107,21 @@ fn unit_backward(
                     let go = &dout[row0 + i * w..][..hd];
                     let di: f32 = o.iter().zip(go).map(|(a, c)| a * c).sum();
                     let rows = ds[i * l..(i + 1) * l].iter_mut().zip(&probs[i * l..(i + 1) * l]);
-                    for (j, (dsv, &pv)) in rows.enumerate() {
-                        *dsv = d.scale * pv * (d.keep_scale(h, q0 + t0 + i, j) * *dsv - di);
+                    if dropout {
+                        for ((dsv, &pv), &m) in rows.zip(&keep[i * l..(i + 1) * l]) {
+                            *dsv = d.scale * pv * (m * *dsv - di);
+                        }
+                    } else {
+                        for (dsv, &pv) in rows {
+                            *dsv = d.scale * pv * (*dsv - di);
+                        }
                     }
                 }
             }
-            if d.dropout.is_some() {
+            if dropout {
                 // The values were multiplied by the dropped probabilities.
-                for i in 0..n {
-                    for (j, v) in probs[i * l..(i + 1) * l].iter_mut().enumerate() {
-                        *v *= d.keep_scale(h, q0 + t0 + i, j);
-                    }
+                for (v, &m) in probs[..n * l].iter_mut().zip(&keep[..n * l]) {
+                    *v *= m;
                 }
             }
             let p_pre = MatRef::strided(View::F32(&probs), 0, n, pre, l);

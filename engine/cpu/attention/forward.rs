@@ -5,6 +5,7 @@ use rayon::prelude::*;
 
 use super::{scores, AttnDims, AttnInputs, Heads, Q_BLOCK};
 use crate::engine::cpu::gemm::{gemm, MatMut, MatRef, Precision};
+use crate::engine::cpu::vmath;
 use crate::engine::tensor::View;
 
 /// `out[n x d] (row stride w) = p[n x L] [pv ; v]` for sequence `b`, kv head `g`.
@@ -45,6 +46,7 @@ pub fn attention_forward(x: &AttnInputs<'_>, d: &AttnDims, precision: Precision)
             let mut o = vec![0.0f32; rep * nq * hd];
             let mut lse = vec![0.0f32; rep * nq];
             let mut s = vec![0.0f32; Q_BLOCK * l_max];
+            let mut keep = vec![0.0f32; if d.dropout.is_some() { l_max } else { 0 }];
             for r in 0..rep {
                 let h = g * rep + r;
                 for t0 in (0..nq).step_by(Q_BLOCK) {
@@ -54,9 +56,9 @@ pub fn attention_forward(x: &AttnInputs<'_>, d: &AttnDims, precision: Precision)
                         let row = &mut s[i * l..(i + 1) * l];
                         lse[r * nq + t0 + i] = softmax_row(row);
                         if d.dropout.is_some() {
-                            for (j, v) in row.iter_mut().enumerate() {
-                                *v *= d.keep_scale(h, q0 + t0 + i, j);
-                            }
+                            let keep = &mut keep[..l];
+                            d.keep_scales(h, q0 + t0 + i, keep);
+                            row.iter_mut().zip(keep.iter()).for_each(|(v, k)| *v *= k);
                         }
                     }
                     let out = &mut o[(r * nq + t0) * hd..(r * nq + t0 + n) * hd];
@@ -94,11 +96,7 @@ fn softmax_row(row: &mut [f32]) -> f32 {
         row.fill(0.0);
         return f32::NEG_INFINITY;
     }
-    let mut z = 0.0f32;
-    for v in row.iter_mut() {
-        *v = (*v - m).exp();
-        z += *v;
-    }
+    let z = vmath::exp_shifted_sum(row, m);
     let inv = 1.0 / z;
     row.iter_mut().for_each(|v| *v *= inv);
     m + z.ln()

@@ -31,6 +31,7 @@ pub use forward::attention_forward;
 pub use layout::SeqLayout;
 
 use crate::engine::cpu::gemm::{gemm, MatMut, MatRef, Precision};
+use crate::engine::cpu::vmath::simd;
 use crate::engine::tensor::View;
 
 /// The sizes and options that are the same for every sequence.
@@ -66,13 +67,30 @@ impl AttnDims {
             None => 1.0,
             Some(dr) => {
                 let index = (((qrow * self.heads + h) as u64) << 32) | j as u64;
-                if crate::engine::rng::uniform(dr.seed, dr.stream, index) < dr.p {
+                if crate::engine::rng::Stream::new(dr.seed, dr.stream).uniform(index) < dr.p {
                     0.0
                 } else {
                     1.0 / (1.0 - dr.p)
                 }
             }
         }
+    }
+
+    /// The factors [`keep_scale`](Self::keep_scale) gives to a whole row (head `h`, query row
+    /// `qrow`, keys `0..row.len()`), written into `row`; the same values, vectorised.
+    pub fn keep_scales(&self, h: usize, qrow: usize, row: &mut [f32]) {
+        let Some(dr) = self.dropout else {
+            row.fill(1.0);
+            return;
+        };
+        let rng = crate::engine::rng::Stream::new(dr.seed, dr.stream);
+        let base = ((qrow * self.heads + h) as u64) << 32;
+        let kept = 1.0 / (1.0 - dr.p);
+        simd(#[inline(always)] || {
+            for (j, v) in row.iter_mut().enumerate() {
+                *v = if rng.uniform(base | j as u64) < dr.p { 0.0 } else { kept };
+            }
+        })
     }
 }
 

@@ -1,19 +1,22 @@
 //! The blocked driver (BLIS style): cache blocking, packing, and the split among threads.
 //!
 //! Loops, outermost first, for `C[m x n] (+)= alpha * A[m x k] * B[k x n]`:
-//! 1. `n` in blocks of `NCO` columns and `m` in blocks of `MCO` rows: bound the packing buffers
-//!    (they are reused per thread, so large products do not page-fault fresh memory each call);
-//! 2. `k` in blocks of `KC`: pack the A block (`MCO x KC`, MR-row panels, shared by all
-//!    threads, L3-resident) and the B block (`KC x NCO`, NR-column panels);
-//! 3. tasks over a grid of (row chunk, column chunk) of the block, column chunks at most `NC`
+//! 1. `n` in blocks of `NCO` columns: bounds the B buffer (buffers are reused per thread, so
+//!    large products do not page-fault fresh memory each call);
+//! 2. `k` in blocks of `KC`: pack the B block (`KC x NCO`, NR-column panels) once, or take it
+//!    from a prepacked B (`packed.rs`);
+//! 3. `m` in blocks of `MCO` rows: pack the A block (`MCO x KC`, MR-row panels, shared by all
+//!    threads, L3-resident);
+//! 4. tasks over a grid of (row chunk, column chunk) of the block, column chunks at most `NC`
 //!    wide so a chunk's B panels (`KC x NC`) stay in a core's L2 while its A panels stream;
-//! 4. in a task: for each A panel (kept in L1), for each B panel: the micro-kernel on one tile.
+//! 5. in a task: for each A panel (kept in L1), for each B panel: the micro-kernel on one tile.
 //!
 //! The first `k` block writes C (`alpha * AB`, or adds it to C when accumulating), later blocks
 //! add to it. Every element of C therefore sees the same sequence of operations, KC block by
-//! KC block and k in order inside the kernel, whatever the number of threads and whether the
-//! product runs in parallel: results are bit-identical across thread counts. Tasks write
-//! disjoint tiles of C; rayon balances them (there are several per thread).
+//! KC block and k in order inside the kernel, whatever the number of threads, whether the
+//! product runs in parallel and whether B was prepacked: results are bit-identical across
+//! thread counts. Tasks write disjoint tiles of C; rayon balances them (there are several per
+//! thread).
 
 use rayon::prelude::*;
 
@@ -34,6 +37,8 @@ pub(crate) struct CTile {
 
 /// A micro-kernel with its packed element type, tile shape and cache blocking.
 pub(crate) trait MicroKernel: Sync {
+    /// Which path this is (a prepacked B records it, so it is only used with the same kernel).
+    const PATH: super::KernelPath;
     /// The element of a packed panel (f32, or u16 bf16 bits in k pairs).
     type Packed: bytemuck::Pod + Send + Sync;
     const MR: usize;
@@ -105,57 +110,133 @@ struct Step {
     d0: usize,
     dc: usize,
     beta_one: bool,
+    nc: usize,
 }
 
-/// `C = alpha * A * B (+ C)` with kernel `kern`. `m`, `n` and `k` are all non-zero.
+/// The cache blocking of one product. The k blocks depend on the depth only (never on the
+/// threads or on whether B was prepacked), so every element of C is summed the same way.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Blocking {
+    /// Depth of every k block but the last (even, so bf16 pairs never straddle two blocks).
+    pub kc: usize,
+    /// Rows of every outer row block but the last (a multiple of MR).
+    pub mco: usize,
+    /// Columns of every outer column block but the last (a multiple of NR).
+    pub nco: usize,
+    /// Widest column chunk of one compute task.
+    pub nc: usize,
+}
+
+impl Blocking {
+    pub(crate) fn new<K: MicroKernel>(m: usize, n: usize, depth: usize) -> Self {
+        Blocking {
+            // Outer blocks of equal size in whole panels (m = 4100 is two blocks of 2058 rows
+            // rather than 4088 + a sliver of 12).
+            mco: chunk_len(m, m.div_ceil(K::MCO), K::MR),
+            nco: chunk_len(n, n.div_ceil(K::NCO), K::NR),
+            // k blocks of equal depth: k = 1536 is 3 x 512 in f32 rather than 2 x 640 + 256, a
+            // sliver whose tiles spend more on C than on k.
+            kc: chunk_len(depth, depth.div_ceil(K::KC), 2),
+            nc: K::NC,
+        }
+    }
+
+    /// Elements of the packed B block of columns `n0..` (`nb` wide) and depth `d0..` in a
+    /// prepacked B of `n x depth`: n blocks one after the other, each its k blocks in order,
+    /// each `nb.div_ceil(NR)` panels. Returns (offset, length).
+    pub(crate) fn b_block<K: MicroKernel>(
+        &self,
+        depth: usize,
+        (n0, nb): (usize, usize),
+        (d0, dc): (usize, usize),
+    ) -> (usize, usize) {
+        let full_k = depth / self.kc * K::panel_len(self.kc, K::NR);
+        let k_total = full_k + K::panel_len(depth % self.kc, K::NR);
+        let panels = nb.div_ceil(K::NR);
+        let offset = n0 / self.nco * (self.nco / K::NR) * k_total
+            + panels * (d0 / self.kc) * K::panel_len(self.kc, K::NR);
+        (offset, panels * K::panel_len(dc, K::NR))
+    }
+
+    /// Elements of a whole prepacked B of `n x depth`.
+    pub(crate) fn b_len<K: MicroKernel>(&self, n: usize, depth: usize) -> usize {
+        let last = n - 1 - (n - 1) % self.nco;
+        let (offset, len) = self.b_block::<K>(depth, (last, n - last), (0, depth));
+        offset + len
+    }
+}
+
+/// Where the panels of B come from.
+pub(crate) enum BSource<'a, P> {
+    /// Packed block by block from the operand into the thread's buffer.
+    Pack(Operand<'a>),
+    /// Prepacked (see [`Blocking::b_block`]) with the same blocking.
+    Packed(&'a [P]),
+}
+
+/// `C = alpha * A * B (+ C)` with kernel `kern`; B is `depth x n`. `m`, `n` and `depth` are
+/// all non-zero.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn run<K: MicroKernel>(
     kern: &K,
     alpha: f32,
     a: &MatRef<'_>,
-    b: &MatRef<'_>,
+    b: BSource<'_, K::Packed>,
+    n: usize,
     accumulate: bool,
     c: MatMut<'_>,
     parallel: bool,
 ) {
-    let (m, n, depth) = (a.rows, b.cols, a.cols);
+    let (m, depth) = (a.rows, a.cols);
     let threads = if parallel && m.saturating_mul(n).saturating_mul(depth) >= PARALLEL_MIN_FMAS {
         rayon::current_num_threads()
     } else {
         1
     };
-    // Outer blocks of equal size in whole panels (m = 2048 is one block of 2058 rows rather
-    // than 2044 + a sliver of 4 that would repack all of B for 4 rows).
-    let mco = chunk_len(m, m.div_ceil(K::MCO), K::MR);
-    let nco = chunk_len(n, n.div_ceil(K::NCO), K::NR);
-    // k blocks of equal depth (even, so bf16 pairs never straddle two blocks): k = 2048 is
-    // 6 x 342 rather than 5 x 384 + a 128 sliver whose tiles spend more on C than on k. They
-    // depend on k only, never on the threads, so every element of C is summed the same way.
-    let kc = chunk_len(depth, depth.div_ceil(K::KC), 2);
+    let blk = Blocking::new::<K>(m, n, depth);
+    let Blocking { kc, mco, nco, nc } = blk;
     let a_len = mco / K::MR * K::panel_len(kc, K::MR);
-    let b_len = nco / K::NR * K::panel_len(kc, K::NR);
+    let b_len = match b {
+        BSource::Pack(_) => nco / K::NR * K::panel_len(kc, K::NR),
+        BSource::Packed(_) => 0,
+    };
     let out = Out {
         ptr: OutPtr(c.data.as_mut_ptr()),
         ldc: c.row_stride,
         alpha,
     };
-    let ops = (Operand::rows_of(a), Operand::cols_of(b));
+    let a_op = Operand::rows_of(a);
 
     super::buffer::with_buffers::<K::Packed, _>(a_len, b_len, |abuf, bbuf| {
+        // k blocks outside the row blocks: each B block is packed once, whatever the number of
+        // row blocks; every element of C still sees its k blocks in order.
         for n0 in (0..n).step_by(nco) {
-            for m0 in (0..m).step_by(mco) {
-                for d0 in (0..depth).step_by(kc) {
-                    let (mb, nb, dc) = (mco.min(m - m0), nco.min(n - n0), kc.min(depth - d0));
+            for d0 in (0..depth).step_by(kc) {
+                let (nb, dc) = (nco.min(n - n0), kc.min(depth - d0));
+                for m0 in (0..m).step_by(mco) {
                     let step = Step {
                         m0,
-                        mb,
+                        mb: mco.min(m - m0),
                         n0,
                         nb,
                         d0,
                         dc,
                         beta_one: accumulate || d0 > 0,
+                        nc,
                     };
-                    pack_step(kern, &ops, &step, threads, abuf, bbuf);
-                    compute_step(kern, &step, threads, abuf, bbuf, out);
+                    let b_panels: &[K::Packed] = match &b {
+                        BSource::Pack(b_op) => {
+                            let b_op = (m0 == 0).then_some(b_op);
+                            pack_step(kern, (&a_op, b_op), &step, threads, abuf, bbuf);
+                            bbuf
+                        }
+                        BSource::Packed(all) => {
+                            pack_step(kern, (&a_op, None), &step, threads, abuf, bbuf);
+                            let (offset, len) = blk.b_block::<K>(depth, (n0, nb), (d0, dc));
+                            &all[offset..offset + len]
+                        }
+                    };
+                    compute_step(kern, &step, threads, abuf, b_panels, out);
                 }
             }
         }
@@ -174,7 +255,7 @@ struct Out {
 /// few per thread when parallel; a group of lane-contiguous panels is read row by row).
 fn pack_step<K: MicroKernel>(
     kern: &K,
-    (a_op, b_op): &(Operand<'_>, Operand<'_>),
+    (a_op, b_op): (&Operand<'_>, Option<&Operand<'_>>),
     step: &Step,
     threads: usize,
     abuf: &mut [K::Packed],
@@ -214,7 +295,7 @@ fn pack_step<K: MicroKernel>(
             dst,
         );
     };
-    let pack_b = |(j, dst): (usize, &mut [K::Packed])| {
+    let pack_b = |b_op: &Operand<'_>, (j, dst): (usize, &mut [K::Packed])| {
         let lane0 = j * b_group * K::NR;
         let lanes = (b_group * K::NR).min(nb - lane0);
         kern.pack(
@@ -229,7 +310,8 @@ fn pack_step<K: MicroKernel>(
             dst,
         );
     };
-    let (a_panels, b_panels) = (&mut abuf[..a_count * alen], &mut bbuf[..b_count * blen]);
+    let a_panels = &mut abuf[..a_count * alen];
+    let b_panels = &mut bbuf[..if b_op.is_some() { b_count * blen } else { 0 }];
     if threads > 1 {
         rayon::join(
             || {
@@ -239,15 +321,19 @@ fn pack_step<K: MicroKernel>(
                     .for_each(pack_a)
             },
             || {
-                b_panels
-                    .par_chunks_mut(b_group * blen)
-                    .enumerate()
-                    .for_each(pack_b)
+                if let Some(b_op) = b_op {
+                    b_panels
+                        .par_chunks_mut(b_group * blen)
+                        .enumerate()
+                        .for_each(|job| pack_b(b_op, job))
+                }
             },
         );
     } else {
         pack_a((0, a_panels));
-        pack_b((0, b_panels));
+        if let Some(b_op) = b_op {
+            pack_b(b_op, (0, b_panels));
+        }
     }
 }
 
@@ -269,11 +355,12 @@ fn compute_step<K: MicroKernel>(
         nb,
         dc,
         beta_one,
+        nc,
         ..
     } = *step;
     let (alen, blen) = (K::panel_len(dc, K::MR), K::panel_len(dc, K::NR));
     let col_parts = nb
-        .div_ceil(K::NC)
+        .div_ceil(nc)
         .next_multiple_of(threads)
         .min(nb.div_ceil(K::NR));
     let cols = chunk_len(nb, col_parts, K::NR);

@@ -13,13 +13,18 @@
 //! Small products (under about 4M multiply-adds) run on the calling thread even when
 //! `parallel` is set.
 //!
+//! Frozen weights: [`PackedB::new`] packs a B once (for the kernel and blocking `gemm` would
+//! use) and [`gemm_packed`] multiplies by it without repacking, bit-identical to `gemm`.
+//!
 //! Implementation (BLIS style): `pack.rs` copies blocks of A and B into MR-row and NR-column
 //! panels, converting the stored type (`pack_avx512.rs`: its AVX-512 transposes and
 //! conversions); `driver.rs` blocks for the caches and splits tiles among rayon threads, with
 //! its packing buffers kept per thread (`buffer.rs`); `kernel_avx512.rs` (f32, 14 x 32),
-//! `kernel_bf16.rs` (VDPBF16PS, 14 x 32) and `kernel_avx2.rs` (f32, 6 x 16) compute one tile;
-//! `kernels.rs` picks the path the CPU supports at run time; `reference.rs` is the portable
-//! fallback and the test oracle. Measured speed: BENCHMARKS.md, "Matrix product (CPU)".
+//! `kernel_bf16.rs` (VDPBF16PS, 14 x 32), `kernel_avx2.rs` (f32, 6 x 16) and
+//! `kernel_portable.rs` (plain Rust, vectorised by the compiler, for any other CPU) compute one
+//! tile; `kernels.rs` picks the path the CPU supports at run time; `packed.rs` holds prepacked
+//! B; `reference.rs` is the unblocked test oracle. Measured speed: BENCHMARKS.md, "Matrix
+//! product (CPU)".
 
 mod buffer;
 mod driver;
@@ -29,8 +34,10 @@ mod kernel_avx2;
 mod kernel_avx512;
 #[cfg(target_arch = "x86_64")]
 mod kernel_bf16;
+mod kernel_portable;
 mod kernels;
 mod pack;
+mod packed;
 #[cfg(target_arch = "x86_64")]
 mod pack_avx512;
 mod reference;
@@ -38,8 +45,11 @@ mod reference;
 mod tests;
 #[cfg(test)]
 mod tests_pack;
+#[cfg(test)]
+mod tests_packed;
 
-pub(crate) use kernels::KernelPath;
+pub use kernels::KernelPath;
+pub use packed::{gemm_packed, PackedB};
 
 use crate::engine::tensor::View;
 
@@ -176,10 +186,11 @@ fn last_index(m: &MatRef<'_>) -> Option<usize> {
     Some(last.unwrap_or(usize::MAX))
 }
 
-fn check_shapes(a: &MatRef<'_>, b: &MatRef<'_>, c: &MatMut<'_>) {
-    assert_eq!(a.cols, b.rows, "gemm: inner dimensions differ");
+/// Panics unless `A (m x k) * B (k x n)` fits C and the views stay inside their data.
+fn check_shapes(a: &MatRef<'_>, (b_rows, b_cols): (usize, usize), c: &MatMut<'_>) {
+    assert_eq!(a.cols, b_rows, "gemm: inner dimensions differ");
     assert_eq!(c.rows, a.rows, "gemm: output rows");
-    assert_eq!(c.cols, b.cols, "gemm: output columns");
+    assert_eq!(c.cols, b_cols, "gemm: output columns");
     if c.rows > 0 && c.cols > 0 {
         assert!(
             c.rows == 1 || c.row_stride >= c.cols,
@@ -190,72 +201,84 @@ fn check_shapes(a: &MatRef<'_>, b: &MatRef<'_>, c: &MatMut<'_>) {
             "gemm: output too short"
         );
     }
-    for (name, m) in [("A", a), ("B", b)] {
-        if let Some(last) = last_index(m) {
-            assert!(
-                last < m.data.len(),
-                "gemm: view of {name} reaches past its data"
-            );
-        }
+}
+
+fn check_view(name: &str, m: &MatRef<'_>) {
+    if let Some(last) = last_index(m) {
+        assert!(
+            last < m.data.len(),
+            "gemm: view of {name} reaches past its data"
+        );
     }
 }
 
-/// [`gemm`] on a chosen kernel path (tests force each path the CPU supports).
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn gemm_with(
-    path: KernelPath,
-    alpha: f32,
-    a: MatRef<'_>,
-    b: MatRef<'_>,
-    accumulate: bool,
-    c: MatMut<'_>,
-    precision: Precision,
-    parallel: bool,
-) {
-    check_shapes(&a, &b, &c);
-    assert!(path.supported(), "gemm: this CPU cannot run {path:?}");
-    assert!(
-        path != KernelPath::Avx512Bf16 || precision == Precision::Bf16,
-        "gemm: {path:?} is bf16 only"
-    );
+/// Handles the products with nothing to compute: an empty C (nothing to write) or k = 0
+/// (C = 0, or unchanged when accumulating). Returns whether it did.
+fn trivial(k: usize, accumulate: bool, c: &mut MatMut<'_>) -> bool {
     if c.rows == 0 || c.cols == 0 {
-        return;
+        return true;
     }
-    if a.cols == 0 {
+    if k == 0 {
         if !accumulate {
             for row in c.data.chunks_mut(c.row_stride.max(1)).take(c.rows) {
                 row[..c.cols].fill(0.0);
             }
         }
+        return true;
+    }
+    false
+}
+
+/// [`gemm`] on a chosen kernel path (tests and benchmarks force each path the CPU supports).
+/// Panics if this CPU cannot run `path` (see [`KernelPath::supported`]).
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_with(
+    path: KernelPath,
+    alpha: f32,
+    a: MatRef<'_>,
+    b: MatRef<'_>,
+    accumulate: bool,
+    mut c: MatMut<'_>,
+    precision: Precision,
+    parallel: bool,
+) {
+    check_shapes(&a, (b.rows, b.cols), &c);
+    check_view("A", &a);
+    check_view("B", &b);
+    assert!(path.supported(), "gemm: this CPU cannot run {path:?}");
+    assert!(
+        path != KernelPath::Avx512Bf16 || precision == Precision::Bf16,
+        "gemm: {path:?} is bf16 only"
+    );
+    if trivial(a.cols, accumulate, &mut c) {
         return;
     }
-    #[cfg(target_arch = "x86_64")]
-    let round = precision == Precision::Bf16;
-    match path {
-        #[cfg(target_arch = "x86_64")]
-        KernelPath::Avx512Bf16 => {
-            driver::run(&kernels::Avx512Bf16, alpha, &a, &b, accumulate, c, parallel)
-        }
-        #[cfg(target_arch = "x86_64")]
-        KernelPath::Avx512 => driver::run(
-            &kernels::Avx512F32 { round },
-            alpha,
-            &a,
-            &b,
-            accumulate,
-            c,
-            parallel,
-        ),
-        #[cfg(target_arch = "x86_64")]
-        KernelPath::Avx2 => driver::run(
-            &kernels::Avx2F32 { round },
-            alpha,
-            &a,
-            &b,
-            accumulate,
-            c,
-            parallel,
-        ),
-        _ => reference::gemm(alpha, a, b, accumulate, c, precision, parallel),
+    if path == KernelPath::Reference {
+        return reference::gemm(alpha, a, b, accumulate, c, precision, parallel);
     }
+    struct Run<'a, 'c> {
+        alpha: f32,
+        a: MatRef<'a>,
+        b: MatRef<'a>,
+        accumulate: bool,
+        c: MatMut<'c>,
+        parallel: bool,
+    }
+    impl kernels::WithKernel for Run<'_, '_> {
+        type Out = ();
+        fn call<K: driver::MicroKernel>(self, kern: &K) {
+            let b = driver::BSource::Pack(pack::Operand::cols_of(&self.b));
+            let n = self.b.cols;
+            driver::run(kern, self.alpha, &self.a, b, n, self.accumulate, self.c, self.parallel)
+        }
+    }
+    let run = Run {
+        alpha,
+        a,
+        b,
+        accumulate,
+        c,
+        parallel,
+    };
+    kernels::with_kernel(path, precision, run).expect("every path but Reference has a kernel");
 }

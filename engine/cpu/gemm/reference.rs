@@ -1,5 +1,6 @@
-//! The portable matrix product: row by row, `k` in order. Used where no SIMD kernel applies,
-//! and as the reference the fast kernels are tested against.
+//! The reference matrix product: row by row, `k` in order, no blocking. The oracle the kernels
+//! are tested against (`KernelPath::Reference`, never chosen for speed: CPUs without AVX2 use
+//! the packed portable kernel of `kernel_portable.rs`).
 
 use half::bf16;
 use rayon::prelude::*;

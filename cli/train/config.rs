@@ -1,0 +1,300 @@
+//! The TOML configuration of a training run.
+//!
+//! Every table rejects unknown keys, and every value is typed, so a misspelt key or a wrong
+//! type is an error naming the key. `--set key=value` overrides are applied to the parsed TOML
+//! before it is checked (`--set optim.lr=3e-4`, `--set methods.lora.r=16`), so they get the same
+//! checks. The resolved configuration (defaults filled in) is written into the run directory.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use polyadapt::models::peft::MethodsConfig;
+use polyadapt::{Error, Result};
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub model: ModelConfig,
+    #[serde(default)]
+    pub run: RunConfig,
+    #[serde(default)]
+    pub optim: OptimConfig,
+    /// Adaptation methods and their sizes (see `models/peft`): `[methods.lora]`,
+    /// `[methods.prefix]`, `[methods.prompt]`, `[methods.adapter]`, `[methods.fine_tune]`.
+    #[serde(default)]
+    pub methods: MethodsConfig,
+    #[serde(default)]
+    pub tasks: Vec<TaskConfig>,
+    #[serde(default)]
+    pub align: Option<AlignConfig>,
+    #[serde(default)]
+    pub reg: Option<RegConfig>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// A model directory or a packaged model's name.
+    pub name: String,
+    /// Storage of the frozen weights: f32, bf16 or f16.
+    #[serde(default = "default_f32")]
+    pub dtype: String,
+    /// Matrix products in f32 or bf16.
+    #[serde(default = "default_f32")]
+    pub compute: String,
+}
+
+fn default_f32() -> String {
+    "f32".into()
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RunConfig {
+    /// Fixes data order, initialisation and dropout.
+    pub seed: u64,
+    /// Optimiser steps; 0 means `epochs` passes over the training data.
+    pub steps: usize,
+    pub epochs: usize,
+    /// Examples (windows) per optimiser step, over all micro-batches.
+    pub batch_size: usize,
+    /// Micro-batches per step (gradient accumulation).
+    pub grad_accum: usize,
+    pub max_seq_len: usize,
+    pub doc_stride: usize,
+    /// Dropout of the backbone on (as its config says) or off.
+    pub dropout: bool,
+    pub log_every: usize,
+    /// Checkpoint every N steps (0: only at the end).
+    pub checkpoint_every: usize,
+    pub keep_checkpoints: usize,
+    /// Evaluate every N steps (0: only at the end).
+    pub eval_every: usize,
+    /// Worker threads (0: all cores).
+    pub threads: usize,
+    /// Skip malformed data records (each file's count and first few reported) instead of
+    /// stopping at the first one. `--skip-bad` on the command line.
+    pub skip_bad: bool,
+}
+
+impl Default for RunConfig {
+    fn default() -> Self {
+        RunConfig {
+            seed: 0,
+            steps: 0,
+            epochs: 1,
+            batch_size: 8,
+            grad_accum: 1,
+            max_seq_len: 256,
+            doc_stride: 128,
+            dropout: true,
+            log_every: 1,
+            checkpoint_every: 50,
+            keep_checkpoints: 2,
+            eval_every: 0,
+            threads: 0,
+            skip_bad: false,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct OptimConfig {
+    pub lr: f32,
+    pub weight_decay: f32,
+    pub beta1: f32,
+    pub beta2: f32,
+    pub eps: f32,
+    pub warmup_steps: usize,
+    /// constant, linear or cosine decay after warm-up.
+    pub schedule: String,
+    /// Clip the global gradient norm (0: no clipping).
+    pub clip_norm: f32,
+}
+
+impl Default for OptimConfig {
+    fn default() -> Self {
+        OptimConfig {
+            lr: 1e-3,
+            weight_decay: 0.01,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            warmup_steps: 0,
+            schedule: "linear".into(),
+            clip_norm: 1.0,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TaskConfig {
+    pub name: String,
+    /// `qa` (extractive, SQuAD-format data) or `pair` (sentence-pair classification, TSV).
+    pub kind: String,
+    #[serde(default = "default_one")]
+    pub weight: f32,
+    pub train: DataConfig,
+    #[serde(default)]
+    pub eval: Vec<DataConfig>,
+    /// Classification only: the labels, in order.
+    #[serde(default)]
+    pub labels: Vec<String>,
+}
+
+fn default_one() -> f32 {
+    1.0
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DataConfig {
+    /// Name in reports (default: the file name).
+    #[serde(default)]
+    pub name: Option<String>,
+    pub path: PathBuf,
+    /// Use N examples drawn with the run's seed (0: all).
+    #[serde(default)]
+    pub sample: usize,
+    /// Language tag for reports and metrics.
+    #[serde(default)]
+    pub lang: Option<String>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AlignConfig {
+    /// lambda.
+    pub weight: f32,
+    /// l2 or cosine.
+    #[serde(default = "default_l2")]
+    pub distance: String,
+    /// Hidden state to pool (default: the last layer).
+    #[serde(default)]
+    pub layer: Option<usize>,
+    /// mean or first.
+    #[serde(default = "default_mean")]
+    pub pooling: String,
+    /// Parallel SQuAD-format files: items with the same question id are pairs.
+    pub source: PathBuf,
+    pub target: PathBuf,
+    /// question or context.
+    #[serde(default = "default_question")]
+    pub text: String,
+    /// Pairs per step.
+    #[serde(default = "default_pairs")]
+    pub pairs_per_step: usize,
+    #[serde(default)]
+    pub sample: usize,
+}
+
+fn default_l2() -> String {
+    "l2".into()
+}
+fn default_mean() -> String {
+    "mean".into()
+}
+fn default_question() -> String {
+    "question".into()
+}
+fn default_pairs() -> usize {
+    8
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RegConfig {
+    /// beta.
+    pub weight: f32,
+}
+
+impl Config {
+    /// Reads `path`, applies `--set` overrides, checks every key and type.
+    pub fn load(path: &Path, overrides: &[String]) -> Result<Config> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io("cannot read", path, e))?;
+        Config::parse(&text, path, overrides)
+    }
+
+    pub fn parse(text: &str, path: &Path, overrides: &[String]) -> Result<Config> {
+        let mut value: toml::Value = toml::from_str(text).map_err(|e| Error::format(path, toml_message(&e)))?;
+        for o in overrides {
+            apply_override(&mut value, o)?;
+        }
+        let config: Config = serde_path_to_error::deserialize(value).map_err(|e| {
+            let key = e.path().to_string();
+            Error::config(path, key, e.inner().to_string())
+        })?;
+        config.validate(path)?;
+        Ok(config)
+    }
+
+    /// Checks what types alone cannot.
+    fn validate(&self, path: &Path) -> Result<()> {
+        let err = |field: &str, msg: String| Err(Error::config(path, field, msg));
+        let one_of = |field: &str, v: &str, ok: &[&str]| {
+            if ok.contains(&v) {
+                Ok(())
+            } else {
+                Err(Error::config(path, field, format!("`{v}` is not one of {}", ok.join(", "))))
+            }
+        };
+        one_of("model.dtype", &self.model.dtype, &["f32", "bf16", "f16"])?;
+        one_of("model.compute", &self.model.compute, &["f32", "bf16"])?;
+        one_of("optim.schedule", &self.optim.schedule, &["constant", "linear", "cosine"])?;
+        if self.run.batch_size == 0 || self.run.grad_accum == 0 || self.run.batch_size % self.run.grad_accum != 0 {
+            return err("run.batch_size", format!("{} examples cannot be split into {} micro-batches", self.run.batch_size, self.run.grad_accum));
+        }
+        if self.run.steps == 0 && self.run.epochs == 0 {
+            return err("run.steps", "give a number of steps or of epochs".into());
+        }
+        if self.tasks.is_empty() {
+            return err("tasks", "at least one task is needed".into());
+        }
+        for (i, t) in self.tasks.iter().enumerate() {
+            one_of(&format!("tasks[{i}].kind"), &t.kind, &["qa", "pair"])?;
+            if t.kind == "pair" && t.labels.len() < 2 {
+                return err(&format!("tasks[{i}].labels"), "a classification task needs at least two labels".into());
+            }
+        }
+        if let Some(a) = &self.align {
+            one_of("align.distance", &a.distance, &["l2", "cosine"])?;
+            one_of("align.pooling", &a.pooling, &["mean", "first"])?;
+            one_of("align.text", &a.text, &["question", "context"])?;
+        }
+        Ok(())
+    }
+
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("the config serialises")
+    }
+}
+
+fn toml_message(e: &toml::de::Error) -> String {
+    e.to_string().trim().replace('\n', " ")
+}
+
+/// `a.b.c=value`: the value is parsed as TOML (a number, a boolean, a quoted string, an
+/// array), or taken as a plain string when it does not parse.
+fn apply_override(root: &mut toml::Value, spec: &str) -> Result<()> {
+    let Some((key, raw)) = spec.split_once('=') else {
+        return Err(Error::Usage(format!("--set {spec}: expected key=value")));
+    };
+    let value = toml::from_str::<toml::Table>(&format!("v = {raw}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_string()));
+    let mut cur = root;
+    let parts: Vec<&str> = key.trim().split('.').collect();
+    for (i, part) in parts.iter().enumerate() {
+        let table = cur.as_table_mut().ok_or_else(|| Error::Usage(format!("--set {key}: `{}` is not a table", parts[..i].join("."))))?;
+        if i + 1 == parts.len() {
+            table.insert(part.to_string(), value);
+            return Ok(());
+        }
+        cur = table.entry(part.to_string()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+    }
+    Err(Error::Usage(format!("--set {spec}: empty key")))
+}

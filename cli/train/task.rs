@@ -1,0 +1,94 @@
+//! What every training task provides to the loop, and the model context it runs in.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::Serialize;
+
+use polyadapt::data::EncodedBatch;
+use polyadapt::engine::autograd::{ParamStore, Tape, Var};
+use polyadapt::models::bert::{BertModel, ForwardOptions};
+use polyadapt::models::hooks::LayerHooks;
+use polyadapt::Result;
+
+use super::config::DataConfig;
+
+/// The adapted model as one forward pass sees it.
+pub struct Ctx<'a> {
+    pub model: &'a BertModel,
+    pub store: &'a ParamStore,
+    pub hooks: &'a dyn LayerHooks,
+    pub training: bool,
+    pub dropout_seed: u64,
+}
+
+impl Ctx<'_> {
+    /// The real tokens' hidden states `[tokens, hidden]` of `layer` (the last one when `None`),
+    /// and each sequence's rows among them.
+    pub fn encode_layer(&mut self, tape: &mut Tape, batch: &EncodedBatch, layer: Option<usize>) -> Result<(Var, Vec<usize>)> {
+        let layer = layer.unwrap_or(self.model.num_layers());
+        let opts = ForwardOptions { training: self.training, dropout_seed: self.dropout_seed, layers: vec![layer] };
+        let out = self.model.forward(tape, self.store, batch, self.hooks, &opts)?;
+        let tokens = out.real_tokens(tape, &out.hidden[0].1)?;
+        Ok((tokens, out.packing.offsets.clone()))
+    }
+
+    pub fn encode(&mut self, tape: &mut Tape, batch: &EncodedBatch) -> Result<(Var, Vec<usize>)> {
+        self.encode_layer(tape, batch, None)
+    }
+}
+
+/// One evaluation set's scores.
+#[derive(Clone, Debug, Serialize)]
+pub struct EvalScore {
+    pub task: String,
+    pub set: String,
+    pub lang: Option<String>,
+    pub count: usize,
+    pub metrics: BTreeMap<String, f64>,
+}
+
+pub trait Task {
+    fn name(&self) -> &str;
+    /// lambda_j of the multi-task loss.
+    fn weight(&self) -> f32;
+    /// Training items (windows, pairs).
+    fn train_len(&self) -> usize;
+    /// The loss on training items `items` and the number of tokens it processed.
+    fn loss(&self, ctx: &mut Ctx<'_>, tape: &mut Tape, items: &[usize]) -> Result<(Var, usize)>;
+    /// Scores on every evaluation set, `batch` sequences per forward pass.
+    fn evaluate(&self, ctx: &mut Ctx<'_>, batch: usize) -> Result<Vec<EvalScore>>;
+}
+
+/// The name of a data set in reports: its `name`, else the file name.
+pub fn data_name(d: &DataConfig) -> String {
+    d.name.clone().unwrap_or_else(|| d.path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default())
+}
+
+/// Whether two paths name the same file.
+pub fn same_file(a: &Path, b: &Path) -> bool {
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(x), Ok(y)) => x == y,
+        _ => a == b,
+    }
+}
+
+/// How to treat malformed records, from the run's `skip_bad`.
+pub fn bad_records(skip_bad: bool) -> polyadapt::data::squad::BadRecords {
+    if skip_bad {
+        polyadapt::data::squad::BadRecords::Skip
+    } else {
+        polyadapt::data::squad::BadRecords::Error
+    }
+}
+
+/// Reports the records a reader skipped (the count and the first three).
+pub fn report_skipped(path: &Path, skipped: &[String]) {
+    if skipped.is_empty() {
+        return;
+    }
+    eprintln!("{}: skipped {} malformed record(s)", path.display(), skipped.len());
+    for s in skipped.iter().take(3) {
+        eprintln!("  {s}");
+    }
+}
