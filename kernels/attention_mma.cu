@@ -1,7 +1,10 @@
 // attention_mma.cu: attention with prefix keys on the tensor cores (mma.sync m16n8k16, sm_80+),
 // bf16/f16 inputs with f32 accumulation. Computes exactly what attention.cu's head comment
 // says (same AttnParams, same visibility, dropout and lse), for D = 32, 64, 128; this file
-// holds the forward. The backward runs the scalar kernels of attention.cu (see NOTES.md).
+// holds the forward; the backward runs the scalar kernels of attention.cu (kernels/NOTES.md).
+// The host shim runs this file too, with mma.cuh's emulation of the instruction, so the tests
+// check its tiling, masking and fragment layouts on the CPU; tests/cuda_machine_code.rs checks
+// that the machine code for sm_80 and sm_90 holds HMMA instructions.
 //
 // Forward, flash-attention 2 style: a block of 4 warps takes 64 queries of one (sequence,
 // head), each warp 16 of them, with the warp's Q fragments in registers for the whole kernel.

@@ -167,15 +167,23 @@ fn params(op: &'static str, dev: &Device, x: &AttnBuffers<'_>, lay: &DeviceLayou
     Ok((elem, p))
 }
 
-/// Block sizes of the scalar kernels (FwdCfg, DqCfg, DkvCfg in attention.cu).
+/// Threads per block of every scalar attention kernel (ATT_NT in attention.cu).
+const SCALAR_THREADS: u32 = 128;
+
+/// Block shapes of the scalar kernels (FwdCfg, DqCfg, DkvCfg in attention.cu): queries per
+/// forward and dQ block, keys per dK/dV block.
 fn fwd_bq(d: usize) -> usize {
-    if d == 128 { 32 } else { 64 }
+    match d {
+        32 => 64,
+        64 => 32,
+        _ => 16,
+    }
 }
 fn dq_bq(d: usize) -> usize {
-    if d == 32 { 64 } else { 32 }
+    fwd_bq(d)
 }
 fn dkv_bk(d: usize) -> usize {
-    if d == 32 { 64 } else { 32 }
+    fwd_bq(d)
 }
 
 /// Whether `path` resolves to the tensor-core kernels here. `Auto` picks them on a GPU of
@@ -220,8 +228,7 @@ pub fn attention_forward(
     let (module, kernel, bq, threads) = if uses_tensor_cores(dev, elem, path)? {
         ("attention_mma", format!("attn_fwd_mma_{}_d{}", elem.suffix(), d.head_dim), MMA_BQ, 128)
     } else {
-        let bq = fwd_bq(d.head_dim);
-        ("attention", format!("attn_fwd_{}_d{}", elem.suffix(), d.head_dim), bq, bq as u32)
+        ("attention", format!("attn_fwd_{}_d{}", elem.suffix(), d.head_dim), fwd_bq(d.head_dim), SCALAR_THREADS)
     };
     let dims = Launch { grid: [lay.max_q.div_ceil(bq) as u32, d.heads as u32, lay.batch as u32], block: [threads, 1, 1] };
     dev.launch(module, &kernel, dims, &[KArg::Pod(bytemuck::bytes_of(&p))])
@@ -293,7 +300,7 @@ pub fn attention_backward(
         p.dq = dq.addr();
         if lay.max_q > 0 {
             let bq = dq_bq(hd);
-            let dims = Launch { grid: [lay.max_q.div_ceil(bq) as u32, d.heads as u32, lay.batch as u32], block: [bq as u32, 1, 1] };
+            let dims = Launch { grid: [lay.max_q.div_ceil(bq) as u32, d.heads as u32, lay.batch as u32], block: [SCALAR_THREADS, 1, 1] };
             dev.launch("attention", &format!("attn_bwd_dq_{sfx}_d{hd}"), dims, &[KArg::Pod(bytemuck::bytes_of(&p))])?;
         }
         p.dq = 0;
@@ -324,22 +331,8 @@ pub fn attention_backward(
     let l_max = d.prefix + lay.max_k;
     if l_max > 0 {
         let bk = dkv_bk(hd);
-        let dims = Launch { grid: [l_max.div_ceil(bk) as u32, d.kv_heads as u32, lay.batch as u32], block: [bk as u32, 1, 1] };
-        let kernels: Vec<String> = if hd == 128 {
-            let mut v = Vec::new();
-            if want_k {
-                v.push(format!("attn_bwd_dk_{sfx}_d128"));
-            }
-            if want_v {
-                v.push(format!("attn_bwd_dv_{sfx}_d128"));
-            }
-            v
-        } else {
-            vec![format!("attn_bwd_dkdv_{sfx}_d{hd}")]
-        };
-        for k in kernels {
-            dev.launch("attention", &k, dims, &[KArg::Pod(bytemuck::bytes_of(&p))])?;
-        }
+        let dims = Launch { grid: [l_max.div_ceil(bk) as u32, d.kv_heads as u32, lay.batch as u32], block: [SCALAR_THREADS, 1, 1] };
+        dev.launch("attention", &format!("attn_bwd_dkdv_{sfx}_d{hd}"), dims, &[KArg::Pod(bytemuck::bytes_of(&p))])?;
     }
     let n = d.prefix * kvw;
     if let (Some(dpk), Some(part)) = (g.dpk, part_k.as_mut()) {
