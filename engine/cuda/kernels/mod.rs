@@ -8,6 +8,7 @@ pub mod attention;
 pub mod cast;
 pub mod cross_entropy;
 pub mod embedding;
+pub mod lora;
 pub mod norm;
 pub mod reduce;
 
