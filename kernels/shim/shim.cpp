@@ -149,6 +149,9 @@ struct Warp {
     // Double-buffered by barrier parity: a fast lane writing the next exchange never overwrites
     // what a slow lane is still reading from the current one.
     unsigned char buf[2][32][kExchangeBytes];
+    // TSan: lanes release into hb[gen % 2] on arriving at a warp barrier and acquire it on
+    // leaving (see Worker::hb_bar).
+    char hb[2] = {0, 0};
 };
 
 struct Worker {
@@ -163,6 +166,11 @@ struct Worker {
     int live = 0;          // fibers not yet returned
     int bar_arrived = 0;   // fibers waiting at __syncthreads
     unsigned bar_gen = 0;  // completed block barriers
+    // TSan: a fiber releases into hb_bar[gen % 2] on arriving at block barrier `gen` and
+    // acquires it on leaving. One sync object per parity, not one for all barriers: a fast
+    // fiber arriving at the next barrier must not publish its accesses to the slow fibers
+    // still leaving this one, or a missing barrier between them would go unreported.
+    char hb_bar[2] = {0, 0};
     unsigned long progress = 0;
     const char* error = nullptr;
     // TSan: block k's fibers acquire hb_block[k % 2] when they start and release into
@@ -194,11 +202,11 @@ static void yield_to_scheduler(bool dying) {
     Target to = target_of(w.sched);
 #ifdef SHIM_ASAN
     __sanitizer_start_switch_fiber(dying ? nullptr : &f.fake_stack, w.sched_stack_bottom, w.sched_stack_size);
-#else
-    (void)dying;
 #endif
 #ifdef SHIM_TSAN
-    __tsan_switch_to_fiber(w.sched_tsan, __tsan_switch_to_fiber_no_sync);
+    // A dying fiber's last accesses (this function's own reads of the worker) are ordered
+    // before whatever the worker does next, e.g. reuse its stack for the next launch's Worker.
+    __tsan_switch_to_fiber(w.sched_tsan, dying ? 0 : __tsan_switch_to_fiber_no_sync);
 #endif
     context_switch(f.ctx, to);
 #ifdef SHIM_ASAN
@@ -250,22 +258,22 @@ static void release_block_barrier_if_complete(Worker& w) {
 
 void syncthreads() {
     Worker& w = *ld(tls_worker);
-    hb_release(&w.bar_gen);
     unsigned g = ld(w.bar_gen);
+    hb_release(&w.hb_bar[g & 1]);
     inc(w.bar_arrived);
     release_block_barrier_if_complete(w);
     while (ld(w.bar_gen) == g) {
         yield_to_scheduler(false);
         if (ld(w.error)) park();
     }
-    hb_acquire(&w.bar_gen);
+    hb_acquire(&w.hb_bar[g & 1]);
 }
 
 static void warp_barrier(Warp& wp) {
     Worker& w = *ld(tls_worker);
     if (ld(wp.exited) > 0) fail("a warp collective (shuffle, ballot, __syncwarp) ran after a lane of its warp returned");
-    hb_release(&wp);
     unsigned g = ld(wp.gen);
+    hb_release(&wp.hb[g & 1]);
     if (inc(wp.arrived) == wp.lanes) {
         st(wp.arrived, 0u);
         inc(wp.gen);
@@ -276,7 +284,7 @@ static void warp_barrier(Warp& wp) {
             if (ld(w.error)) park();
         }
     }
-    hb_acquire(&wp);
+    hb_acquire(&wp.hb[g & 1]);
 }
 
 void syncwarp() {
@@ -510,7 +518,15 @@ extern "C" int polyadapt_shim_launch(const char* name, const unsigned* grid, con
     L.args = args;
     unsigned nw = workers ? workers : std::max(1u, std::thread::hardware_concurrency());
     nw = (unsigned)std::min<unsigned long>(nw, blocks);
-    if (nw == 1) {
+#ifdef SHIM_TSAN
+    // Workers are always threads of their own under TSan: the calling thread comes from
+    // uninstrumented Rust code (the test harness), whose reports scripts/cuda/tsan.supp
+    // suppresses, and the blocks must not run on it.
+    const bool inline_worker = false;
+#else
+    const bool inline_worker = nw == 1;
+#endif
+    if (inline_worker) {
         shim::run_worker(L);
     } else {
         std::vector<std::thread> pool;
