@@ -1,5 +1,5 @@
 // lora.cu: a frozen linear layer with a LoRA update, fused; the scalar path (any GPU, f32/bf16/
-// f16, and the host shim).
+// f16, and the host shim). The tensor-core path of the fused kernels is lora_mma.cu.
 //
 // Computes, as models/peft/lora.rs on the CPU (peft's lora.Linear):
 //   forward   y  = x W^T + b + s * h B^T,         h = drop(x) A^T               (fused_fwd)
@@ -29,35 +29,12 @@
 // broadcast input rows), and BM * R / 128 projection accumulators; the low-rank term's shared
 // memory (h BM x R, V R x BN) aliases the streamed tiles' (a union), under the 48 KB of static
 // shared memory. R (16 or 64) is the rank rounded up; ranks below it are zero-padded.
-#include "common.cuh"
-
-// One parameter block for fused_fwd and fused_bwd, passed by value. Must match
-// engine/cuda/kernels/lora.rs (LoraParams, repr C): checked by size on both sides.
-struct LoraParams {
-    const void* in;      // [n, K] T: x (forward, K = din) or dY (backward, K = dout)
-    const void* w;       // [dout, din] T, frozen
-    const float* bias;   // [dout] or null (forward only)
-    const float* u_mat;  // forward A [r, din]; backward B [dout, r]
-    const float* v_mat;  // forward B [dout, r]; backward A [r, din]
-    void* out;           // [n, N] T: y (N = dout) or dX (N = din); null: only the projection
-    float* u_out;        // [n, r]: h (forward) or g (backward); null: not written
-    u64 seed, stream;    // LoRA dropout
-    float scale;         // s = alpha / r
-    float drop_p;        // 0: no dropout
-    float drop_scale;    // 1 / (1 - p), rounded from f64 as the CPU does
-    int n, din, dout, r, pad_;
-};
-static_assert(sizeof(LoraParams) == 104, "LoraParams must match engine/cuda/kernels/lora.rs");
+#include "lora_common.cuh"
 
 #define LORA_NT 128  // threads per block
 #define LORA_BM 64   // output rows (tokens) per block
 #define LORA_BN 64   // output columns per block
 #define LORA_BK 16   // depth of a streamed tile
-
-// The dropout factor of x's element `index` (0 or 1 / (1 - p)).
-__device__ __forceinline__ float lora_keep(const LoraParams& P, long long index) {
-    return pa_uniform(P.seed, P.stream, (u64)index) >= P.drop_p ? P.drop_scale : 0.0f;
-}
 
 template <int R>
 struct LoraSmem {

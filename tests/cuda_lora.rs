@@ -2,7 +2,8 @@
 //! one) against the CPU backend's LoRA layer: models/peft/lora.rs's `Lora` hook on top of
 //! `ops::linear`, run forward and backward on the autograd tape. Random shapes with odd sizes,
 //! ranks 1 to 16 (and one above, the other kernel instance), zero tokens, with and without
-//! bias and LoRA dropout (the same mask on both sides), f32/bf16/f16.
+//! bias and LoRA dropout (the same mask on both sides), f32/bf16/f16; the scalar kernels and,
+//! for bf16/f16, the tensor-core ones (on the shim with the emulated instruction).
 #![cfg(feature = "cuda-shim")]
 
 mod cuda_util;
@@ -11,6 +12,7 @@ use cuda_util::*;
 use polyadapt::engine::autograd::{ParamStore, Tape};
 use polyadapt::engine::cpu::gemm::Precision;
 use polyadapt::engine::cuda::kernels::lora::{lora_backward, lora_forward, LoraDims, LoraDropout, LoraGrads, LoraLayer};
+use polyadapt::engine::cuda::kernels::{uses_tensor_cores, KernelPath};
 use polyadapt::engine::cuda::{Device, Elem};
 use polyadapt::engine::ops;
 use polyadapt::engine::tensor::Tensor;
@@ -92,7 +94,7 @@ fn random_case(g: &mut Gen, i: usize) -> Case {
     Case { elem, d: LoraDims { tokens, din, dout, r }, alpha: g.pick(&[1.0, 8.0, 16.0]), bias: g.int(0, 1) == 1, dropout, seed: 100 + i as u64 }
 }
 
-fn run_case(dev: &Device, c: &Case, g: &mut Gen, keep_h: bool, what: &str) {
+fn run_case(dev: &Device, c: &Case, path: KernelPath, g: &mut Gen, keep_h: bool, what: &str) {
     let LoraDims { tokens, din, dout, r } = c.d;
     let elem = c.elem;
     // x, W, dy as the element type holds them; the LoRA matrices and bias are f32 masters.
@@ -119,7 +121,7 @@ fn run_case(dev: &Device, c: &Case, g: &mut Gen, keep_h: bool, what: &str) {
     };
     let mut y = out(dev, elem, tokens * dout);
     let mut h = out(dev, Elem::F32, tokens * r);
-    lora_forward(dev, &layer, &c.d, &xb, &mut y, keep_h.then_some(&mut h)).unwrap();
+    lora_forward(dev, &layer, &c.d, &xb, &mut y, keep_h.then_some(&mut h), path).unwrap();
     check(dev, &format!("{what}: y"), &y, &to_f64(&cpu.y), tol(elem));
 
     // dA, dB accumulate: start from a quarter of the expected gradient, so that an overwrite
@@ -130,12 +132,14 @@ fn run_case(dev: &Device, c: &Case, g: &mut Gen, keep_h: bool, what: &str) {
     let mut db = up(&start_b, Elem::F32);
     let mut dx = out(dev, elem, tokens * din);
     let grads = LoraGrads { dx: Some(&mut dx), da: Some(&mut da), db: Some(&mut db) };
-    lora_backward(dev, &layer, &c.d, &xb, keep_h.then_some(&h), &dyb, grads).unwrap();
+    lora_backward(dev, &layer, &c.d, &xb, keep_h.then_some(&h), &dyb, grads, path).unwrap();
     check(dev, &format!("{what}: dx"), &dx, &to_f64(&cpu.dx), 2.0 * tol(elem));
     let plus = |a: &[f32], s: &[f32]| a.iter().zip(s).map(|(&x, &y)| x as f64 + y as f64).collect::<Vec<_>>();
-    // f32 sums of the same (rounded) inputs on both sides, whatever the element type.
-    check(dev, &format!("{what}: dA"), &da, &plus(&cpu.da, &start_a), 1e-4);
-    check(dev, &format!("{what}: dB"), &db, &plus(&cpu.db, &start_b), 1e-4);
+    // The scalar path sums the same (rounded) inputs in f32 on both sides, whatever the element
+    // type; the tensor cores see A, B and h rounded to the element type (g and h carry that).
+    let param_tol = if path == KernelPath::TensorCores { tol(elem) } else { 1e-4 };
+    check(dev, &format!("{what}: dA"), &da, &plus(&cpu.da, &start_a), param_tol);
+    check(dev, &format!("{what}: dB"), &db, &plus(&cpu.db, &start_b), param_tol);
     // The frozen weight is read, never written.
     assert_eq!(dev.download_f32(&wb).unwrap(), inp.w, "{what}: the frozen weight changed");
 }
@@ -148,7 +152,10 @@ fn fused_lora_matches_the_cpu_layer() {
             let c = random_case(&mut g, i);
             let keep_h = i % 2 == 0;
             let what = format!("case {i}: {:?} {:?} alpha {} bias {} dropout {} keep h {keep_h}", c.elem, c.d, c.alpha, c.bias, c.dropout);
-            run_case(dev, &c, &mut g, keep_h, &what);
+            run_case(dev, &c, KernelPath::Scalar, &mut g, keep_h, &what);
+            if uses_tensor_cores("lora", dev, c.elem, KernelPath::TensorCores).is_ok() {
+                run_case(dev, &c, KernelPath::TensorCores, &mut g, keep_h, &format!("{what} [tensor cores]"));
+            }
         }
     });
 }
@@ -175,13 +182,13 @@ fn lora_gradients_one_at_a_time() {
         let dropout = Some(LoraDropout { p: c.dropout, seed: c.seed, stream: cpu.stream });
         let layer = LoraLayer { w: &wb, bias: Some(&bb), a: &ab, b: &bmat, scale: cpu.scale, dropout };
         let mut dx = out(dev, Elem::F32, tokens * din);
-        lora_backward(dev, &layer, &c.d, &xb, None, &dyb, LoraGrads { dx: Some(&mut dx), ..Default::default() }).unwrap();
+        lora_backward(dev, &layer, &c.d, &xb, None, &dyb, LoraGrads { dx: Some(&mut dx), ..Default::default() }, KernelPath::Auto).unwrap();
         check(dev, "dx alone", &dx, &to_f64(&cpu.dx), 2e-5);
         let mut da = dev.alloc(Elem::F32, r * din).unwrap();
-        lora_backward(dev, &layer, &c.d, &xb, None, &dyb, LoraGrads { da: Some(&mut da), ..Default::default() }).unwrap();
+        lora_backward(dev, &layer, &c.d, &xb, None, &dyb, LoraGrads { da: Some(&mut da), ..Default::default() }, KernelPath::Auto).unwrap();
         check(dev, "dA alone", &da, &to_f64(&cpu.da), 1e-4);
         let mut db = dev.alloc(Elem::F32, dout * r).unwrap();
-        lora_backward(dev, &layer, &c.d, &xb, None, &dyb, LoraGrads { db: Some(&mut db), ..Default::default() }).unwrap();
+        lora_backward(dev, &layer, &c.d, &xb, None, &dyb, LoraGrads { db: Some(&mut db), ..Default::default() }, KernelPath::Auto).unwrap();
         check(dev, "dB alone (h recomputed)", &db, &to_f64(&cpu.db), 1e-4);
     });
 }
@@ -194,22 +201,24 @@ fn bad_lora_operands_are_errors() {
     let mut y = f(3 * 5);
     let layer = LoraLayer { w: &w, bias: None, a: &a, b: &b, scale: 1.0, dropout: None };
     let d = LoraDims { tokens: 3, din: 8, dout: 5, r: 2 };
-    lora_forward(&dev, &layer, &d, &x, &mut y, None).unwrap();
-    let e = lora_forward(&dev, &layer, &LoraDims { r: 0, ..d }, &x, &mut y, None).unwrap_err();
+    lora_forward(&dev, &layer, &d, &x, &mut y, None, KernelPath::Scalar).unwrap();
+    let e = lora_forward(&dev, &layer, &LoraDims { r: 0, ..d }, &x, &mut y, None, KernelPath::Scalar).unwrap_err();
     assert!(e.to_string().contains("rank 0"), "{e}");
-    let e = lora_forward(&dev, &layer, &LoraDims { r: 65, ..d }, &x, &mut y, None).unwrap_err();
+    let e = lora_forward(&dev, &layer, &LoraDims { r: 65, ..d }, &x, &mut y, None, KernelPath::Scalar).unwrap_err();
     assert!(e.to_string().contains("rank 65"), "{e}");
-    let e = lora_forward(&dev, &layer, &LoraDims { tokens: 4, ..d }, &x, &mut y, None).unwrap_err();
+    let e = lora_forward(&dev, &layer, &LoraDims { tokens: 4, ..d }, &x, &mut y, None, KernelPath::Scalar).unwrap_err();
     assert!(e.to_string().contains("x: expected 32"), "{e}");
-    let e = lora_forward(&dev, &LoraLayer { a: &b, ..layer }, &d, &x, &mut y, None).unwrap_err();
+    let e = lora_forward(&dev, &LoraLayer { a: &b, ..layer }, &d, &x, &mut y, None, KernelPath::Scalar).unwrap_err();
     assert!(e.to_string().contains("lora A: expected 16"), "{e}");
     let wb = dev.alloc(Elem::BF16, 5 * 8).unwrap();
-    let e = lora_forward(&dev, &LoraLayer { w: &wb, ..layer }, &d, &x, &mut y, None).unwrap_err();
+    let e = lora_forward(&dev, &LoraLayer { w: &wb, ..layer }, &d, &x, &mut y, None, KernelPath::Scalar).unwrap_err();
     assert!(e.to_string().contains("frozen weight: expected 40 x F32"), "{e}");
     let dropout = Some(LoraDropout { p: 1.0, seed: 0, stream: 0 });
-    let e = lora_forward(&dev, &LoraLayer { dropout, ..layer }, &d, &x, &mut y, None).unwrap_err();
+    let e = lora_forward(&dev, &LoraLayer { dropout, ..layer }, &d, &x, &mut y, None, KernelPath::Scalar).unwrap_err();
     assert!(e.to_string().contains("dropout probability 1"), "{e}");
     let mut dx = f(3 * 7);
-    let e = lora_backward(&dev, &layer, &d, &x, None, &y, LoraGrads { dx: Some(&mut dx), ..Default::default() }).unwrap_err();
+    let e = lora_backward(&dev, &layer, &d, &x, None, &y, LoraGrads { dx: Some(&mut dx), ..Default::default() }, KernelPath::Scalar).unwrap_err();
     assert!(e.to_string().contains("dx: expected 24"), "{e}");
+    let e = lora_forward(&dev, &layer, &d, &x, &mut y, None, KernelPath::TensorCores).unwrap_err();
+    assert!(e.to_string().contains("bf16/f16"), "{e}");
 }

@@ -81,12 +81,13 @@ fn tensor_core_kernels_emit_hmma_and_no_kernel_uses_local_memory() {
             }
         }
     }
-    // The tensor-core kernels the launchers name: each head dimension and 16-bit type, for
-    // both architectures.
+    // The tensor-core kernels the launchers name (engine/cuda/kernels/{attention,lora}.rs):
+    // each head dimension or rank bucket and 16-bit type, for both architectures.
     for arch in ARCHS {
         for t in ["bf16", "f16"] {
-            for d in [32, 64, 128] {
-                let k = format!("attn_fwd_mma_{t}_d{d}");
+            let attn = [32, 64, 128].map(|d| format!("attn_fwd_mma_{t}_d{d}"));
+            let lora = [16, 64].map(|r| [format!("lora_fwd_mma_{t}_r{r}"), format!("lora_bwd_mma_{t}_r{r}")]);
+            for k in attn.iter().chain(lora.iter().flatten()) {
                 assert!(mma_kernels.contains(&(arch.to_string(), k.clone())), "{k} ({arch}) is missing from the machine code");
             }
         }

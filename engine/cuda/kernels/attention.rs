@@ -101,14 +101,8 @@ pub struct AttnBuffers<'a> {
     pub prefix: Option<(&'a Buffer, &'a Buffer)>,
 }
 
-/// Which kernels to run: the tensor-core path needs a GPU of sm_80+ and bf16/f16 elements.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum AttnPath {
-    /// Tensor cores where they can run, else the scalar path.
-    Auto,
-    Scalar,
-    TensorCores,
-}
+/// Which kernels to run (the tensor-core path: the forward of attention_mma.cu).
+pub use super::KernelPath as AttnPath;
 
 /// Checks the operands; returns the element type and the parameter block with the sizes and
 /// input addresses filled in.
@@ -186,20 +180,9 @@ fn dkv_bk(d: usize) -> usize {
     fwd_bq(d)
 }
 
-/// Whether `path` resolves to the tensor-core kernels here. `Auto` picks them on a GPU of
-/// sm_80+ for bf16/f16; `TensorCores` also runs on the host shim, which emulates the matrix
-/// instruction (kernels/mma.cuh), so that the tests cover that path's logic without a GPU.
+/// Whether `path` resolves to the tensor-core kernels here (see [`super::uses_tensor_cores`]).
 pub fn uses_tensor_cores(dev: &Device, elem: Elem, path: AttnPath) -> Result<bool> {
-    let half = matches!(elem, Elem::BF16 | Elem::F16);
-    match path {
-        AttnPath::Auto => Ok(half && dev.has_tensor_cores()),
-        AttnPath::Scalar => Ok(false),
-        AttnPath::TensorCores if half && (dev.has_tensor_cores() || !dev.is_gpu()) => Ok(true),
-        AttnPath::TensorCores => Err(Error::shape(
-            "attention",
-            format!("the tensor-core path needs a GPU of sm_80 or newer and bf16/f16 elements ({} with {elem:?})", dev.name()),
-        )),
-    }
+    super::uses_tensor_cores("attention", dev, elem, path)
 }
 
 /// Queries per block of the tensor-core forward (MMA_BQ), and its threads (4 warps).

@@ -1,5 +1,6 @@
-//! Launchers for kernels/lora.cu: a frozen linear layer with a LoRA update, fused, forward and
-//! backward (the CPU counterpart is models/peft/lora.rs on top of `ops::linear`).
+//! Launchers for kernels/lora.cu (scalar path) and kernels/lora_mma.cu (tensor cores): a frozen
+//! linear layer with a LoRA update, fused, forward and backward (the CPU counterpart is
+//! models/peft/lora.rs on top of `ops::linear`).
 //!
 //! Types: x, y, dy, dx and the frozen weight W share one float type; the LoRA matrices A
 //! `[r, din]` and B `[dout, r]`, the bias `[dout]`, the saved projection h `[tokens, r]` and the
@@ -8,7 +9,7 @@
 
 use super::super::{Buffer, Device, Elem, KArg, Launch};
 use super::reduce::{chunk_rows, colsum_accumulate};
-use super::{expect, expect_float, int};
+use super::{expect, expect_float, int, uses_tensor_cores, KernelPath};
 use crate::engine::error::{Error, Result};
 
 /// The kernels' parameter block (kernels/lora.cu, LoraParams).
@@ -136,19 +137,47 @@ fn params(op: &'static str, dev: &Device, layer: &LoraLayer<'_>, d: &LoraDims, x
     Ok((elem, p))
 }
 
-/// One launch of the fused kernel: `out` columns `n_cols` (grid x; 1 when only the projection
-/// is wanted).
-fn launch_fused(dev: &Device, kernel: String, p: &LoraParams, tokens: usize, n_cols: usize) -> Result<()> {
-    let grid_x = if p.out == 0 { 1 } else { n_cols.div_ceil(TILE) };
-    let dims = Launch { grid: [grid_x as u32, tokens.div_ceil(TILE) as u32, 1], block: [THREADS, 1, 1] };
-    dev.launch("lora", &kernel, dims, &[KArg::Pod(bytemuck::bytes_of(p))])
+/// A fused kernel (`fwd` or `bwd`) for the rank bucket, on the path asked for.
+struct Fused {
+    module: &'static str,
+    kernel: String,
+}
+
+impl Fused {
+    fn new(op: &'static str, dev: &Device, elem: Elem, r: usize, path: KernelPath, dir: &str) -> Result<Fused> {
+        let (sfx, rb) = (elem.suffix(), rank_bucket(op, r)?);
+        Ok(if uses_tensor_cores(op, dev, elem, path)? {
+            Fused { module: "lora_mma", kernel: format!("lora_{dir}_mma_{sfx}_r{rb}") }
+        } else {
+            Fused { module: "lora", kernel: format!("lora_{dir}_{sfx}_r{rb}") }
+        })
+    }
+
+    /// One launch: `n_cols` output columns (grid x; 1 when only the projection is wanted).
+    /// Both paths tile the output 64 x 64 with 128 threads.
+    fn launch(&self, dev: &Device, p: &LoraParams, tokens: usize, n_cols: usize) -> Result<()> {
+        let grid_x = if p.out == 0 { 1 } else { n_cols.div_ceil(TILE) };
+        let dims = Launch { grid: [grid_x as u32, tokens.div_ceil(TILE) as u32, 1], block: [THREADS, 1, 1] };
+        dev.launch(self.module, &self.kernel, dims, &[KArg::Pod(bytemuck::bytes_of(p))])
+    }
 }
 
 /// Forward: `y = x W^T + b + s * h B^T` with `h = drop(x) A^T`, written into `h` when given
 /// (f32 `[tokens, r]`, what the backward needs for dB; without it the backward recomputes it).
-pub fn lora_forward(dev: &Device, layer: &LoraLayer<'_>, d: &LoraDims, x: &Buffer, y: &mut Buffer, h: Option<&mut Buffer>) -> Result<()> {
+/// On the tensor-core path the LoRA matrices and h are rounded to the element type for the
+/// products (as a bf16 autocast does), the accumulation stays f32.
+pub fn lora_forward(
+    dev: &Device,
+    layer: &LoraLayer<'_>,
+    d: &LoraDims,
+    x: &Buffer,
+    y: &mut Buffer,
+    h: Option<&mut Buffer>,
+    path: KernelPath,
+) -> Result<()> {
     let op = "lora_forward";
     let (elem, mut p) = params(op, dev, layer, d, x)?;
+    let fused = Fused::new(op, dev, elem, d.r, path, "fwd")?;
     expect(op, "y", y, elem, d.tokens * d.dout)?;
     if let Some(h) = &h {
         expect(op, "h", h, Elem::F32, d.tokens * d.r)?;
@@ -165,13 +194,14 @@ pub fn lora_forward(dev: &Device, layer: &LoraLayer<'_>, d: &LoraDims, x: &Buffe
     p.v_mat = layer.b.addr();
     p.out = y.addr();
     p.u_out = h.map_or(0, |h| h.addr());
-    let kernel = format!("lora_fwd_{}_r{}", elem.suffix(), rank_bucket(op, d.r)?);
-    launch_fused(dev, kernel, &p, d.tokens, d.dout)
+    fused.launch(dev, &p, d.tokens, d.dout)
 }
 
 /// Backward from `dy` (`[tokens, dout]`, the type of x): `dx = dy W + s * drop(g A)` with
 /// `g = dy B`; `da += s * g^T drop(x)`; `db += s * dy^T h`. `h` is the forward's projection,
-/// or `None` to recompute it (only needed for db).
+/// or `None` to recompute it (only needed for db). `path` chooses the fused kernels (dx, g, and
+/// h when recomputed); dA and dB are sums over tokens, always the scalar kernels.
+#[allow(clippy::too_many_arguments)]
 pub fn lora_backward(
     dev: &Device,
     layer: &LoraLayer<'_>,
@@ -180,10 +210,12 @@ pub fn lora_backward(
     h: Option<&Buffer>,
     dy: &Buffer,
     grads: LoraGrads<'_>,
+    path: KernelPath,
 ) -> Result<()> {
     let op = "lora_backward";
     let (elem, p) = params(op, dev, layer, d, x)?;
     let rb = rank_bucket(op, d.r)?;
+    let (fwd, bwd) = (Fused::new(op, dev, elem, d.r, path, "fwd")?, Fused::new(op, dev, elem, d.r, path, "bwd")?);
     let sfx = elem.suffix();
     expect(op, "dy", dy, elem, d.tokens * d.dout)?;
     dev.check_resident(&[dy])?;
@@ -217,7 +249,7 @@ pub fn lora_backward(
         pb.v_mat = layer.a.addr();
         pb.out = grads.dx.as_ref().map_or(0, |b| b.addr());
         pb.u_out = g.as_ref().map_or(0, Buffer::addr);
-        launch_fused(dev, format!("lora_bwd_{sfx}_r{rb}"), &pb, d.tokens, d.din)?;
+        bwd.launch(dev, &pb, d.tokens, d.din)?;
         g_buf = g;
     }
     let chunk = chunk_rows(d.tokens);
@@ -258,7 +290,7 @@ pub fn lora_backward(
                 pf.input = x.addr();
                 pf.u_mat = layer.a.addr();
                 pf.u_out = recomputed.addr();
-                launch_fused(dev, format!("lora_fwd_{sfx}_r{rb}"), &pf, d.tokens, d.dout)?;
+                fwd.launch(dev, &pf, d.tokens, d.dout)?;
                 &recomputed
             }
         };

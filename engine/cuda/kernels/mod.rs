@@ -12,8 +12,35 @@ pub mod lora;
 pub mod norm;
 pub mod reduce;
 
-use super::{Buffer, Elem};
+use super::{Buffer, Device, Elem};
 use crate::engine::error::{Error, Result};
+
+/// Which kernels run, where a kernel file has a tensor-core twin (attention_mma.cu,
+/// lora_mma.cu): the tensor-core path needs bf16/f16 elements and a GPU of sm_80 or newer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KernelPath {
+    /// Tensor cores where they can run, else the scalar path.
+    Auto,
+    Scalar,
+    TensorCores,
+}
+
+/// Whether `path` resolves to the tensor-core kernels for `elem` on `dev`. `Auto` picks them
+/// on a GPU of sm_80+ for bf16/f16; `TensorCores` also runs on the host shim, which emulates
+/// the matrix instruction (kernels/mma.cuh), so the tests cover that path's logic without a
+/// GPU; elsewhere it is an error.
+pub fn uses_tensor_cores(op: &'static str, dev: &Device, elem: Elem, path: KernelPath) -> Result<bool> {
+    let half = matches!(elem, Elem::BF16 | Elem::F16);
+    match path {
+        KernelPath::Auto => Ok(half && dev.has_tensor_cores()),
+        KernelPath::Scalar => Ok(false),
+        KernelPath::TensorCores if half && (dev.has_tensor_cores() || !dev.is_gpu()) => Ok(true),
+        KernelPath::TensorCores => Err(Error::shape(
+            op,
+            format!("the tensor-core path needs a GPU of sm_80 or newer and bf16/f16 elements ({} with {elem:?})", dev.name()),
+        )),
+    }
+}
 
 /// Checks that `b` has `len` elements of `elem`.
 pub(crate) fn expect(op: &'static str, what: &str, b: &Buffer, elem: Elem, len: usize) -> Result<()> {
