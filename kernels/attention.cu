@@ -92,11 +92,6 @@ __device__ __forceinline__ void load_q_tile(float* dst, const AttnParams& P, con
     }
 }
 
-// Whether query t sees key j of [prefix ; sequence] (both local; t < nq, j < L checked here).
-__device__ __forceinline__ bool attn_sees(const AttnParams& P, int k0, int nq, int nk, int L, int t, int j) {
-    return t < nq && j < L && (j < P.prefix || attn_visible(P, k0, nq, nk, t, j - P.prefix));
-}
-
 // ---- kernels: forward ---------------------------------------------------------------------------
 template <typename T, int D>
 __device__ __forceinline__ void attn_fwd_scalar(const AttnParams& P) {

@@ -41,6 +41,11 @@ __device__ __forceinline__ bool attn_visible(const AttnParams& P, int k0, int nq
     return !P.causal || j + nq <= t + nk;
 }
 
+// Whether query t sees key j of [prefix ; sequence] (both local; t < nq, j < L checked here).
+__device__ __forceinline__ bool attn_sees(const AttnParams& P, int k0, int nq, int nk, int L, int t, int j) {
+    return t < nq && j < L && (j < P.prefix || attn_visible(P, k0, nq, nk, t, j - P.prefix));
+}
+
 // The dropout factor of probability (head h, absolute query row qrow, key j of
 // [prefix ; sequence]): engine/cpu/attention/mod.rs AttnDims::keep_scale, bit for bit.
 __device__ __forceinline__ float attn_keep(const AttnParams& P, int h, int qrow, int j) {

@@ -124,7 +124,7 @@ fn run_case(dev: &Device, path: AttnPath, c: &Case, g: &mut Gen, what: &str) {
             dpk: has_p.then_some(&mut dpk),
             dpv: has_p.then_some(&mut dpv),
         };
-        attn::attention_backward(dev, &x, &lay, d, &out_b, &lse_b, &dob, grads, deterministic).unwrap();
+        attn::attention_backward(dev, &x, &lay, d, &out_b, &lse_b, &dob, grads, deterministic, path).unwrap();
         let w = format!("{what} (deterministic {deterministic})");
         check(dev, &format!("{w}: dq"), &dq, &dq_w, gt);
         check(dev, &format!("{w}: dk"), &dk, &dk_w, gt);
@@ -170,7 +170,7 @@ fn deterministic_prefix_gradients_repeat_bit_for_bit() {
         let run = || {
             let mut dpk = dev.alloc(Elem::F32, 6 * kvw).unwrap();
             let grads = AttnGradBuffers { dpk: Some(&mut dpk), ..Default::default() };
-            attn::attention_backward(dev, &x, &lay, &d, &o, &lse, &dob, grads, true).unwrap();
+            attn::attention_backward(dev, &x, &lay, &d, &o, &lse, &dob, grads, true, AttnPath::Scalar).unwrap();
             dev.download_f32(&dpk).unwrap()
         };
         let first = run();

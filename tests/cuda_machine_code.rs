@@ -85,9 +85,9 @@ fn tensor_core_kernels_emit_hmma_and_no_kernel_uses_local_memory() {
     // each head dimension or rank bucket and 16-bit type, for both architectures.
     for arch in ARCHS {
         for t in ["bf16", "f16"] {
-            let attn = [32, 64, 128].map(|d| format!("attn_fwd_mma_{t}_d{d}"));
+            let attn = [32, 64, 128].map(|d| ["fwd", "bwd_dq", "bwd_dkdv"].map(|k| format!("attn_{k}_mma_{t}_d{d}")));
             let lora = [16, 64].map(|r| [format!("lora_fwd_mma_{t}_r{r}"), format!("lora_bwd_mma_{t}_r{r}")]);
-            for k in attn.iter().chain(lora.iter().flatten()) {
+            for k in attn.iter().flatten().chain(lora.iter().flatten()) {
                 assert!(mma_kernels.contains(&(arch.to_string(), k.clone())), "{k} ({arch}) is missing from the machine code");
             }
         }

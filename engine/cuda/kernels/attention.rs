@@ -161,8 +161,9 @@ fn params(op: &'static str, dev: &Device, x: &AttnBuffers<'_>, lay: &DeviceLayou
     Ok((elem, p))
 }
 
-/// Threads per block of every scalar attention kernel (ATT_NT in attention.cu).
-const SCALAR_THREADS: u32 = 128;
+/// Threads per block of every attention kernel but the delta one (ATT_NT in attention.cu, 4
+/// warps in attention_mma.cu).
+const THREADS: u32 = 128;
 
 /// Block shapes of the scalar kernels (FwdCfg, DqCfg, DkvCfg in attention.cu): queries per
 /// forward and dQ block, keys per dK/dV block.
@@ -185,7 +186,8 @@ pub fn uses_tensor_cores(dev: &Device, elem: Elem, path: AttnPath) -> Result<boo
     super::uses_tensor_cores("attention", dev, elem, path)
 }
 
-/// Queries per block of the tensor-core forward (MMA_BQ), and its threads (4 warps).
+/// Queries per block of the tensor-core forward and dQ kernels (MMA_BQ), and their threads (4
+/// warps).
 const MMA_BQ: usize = 64;
 
 /// Forward: writes `out` (the type of q) and `lse` (f32 `[heads, q_rows]`).
@@ -209,9 +211,9 @@ pub fn attention_forward(
     p.lse = lse.addr();
     dev.check_resident(&[out, lse])?;
     let (module, kernel, bq, threads) = if uses_tensor_cores(dev, elem, path)? {
-        ("attention_mma", format!("attn_fwd_mma_{}_d{}", elem.suffix(), d.head_dim), MMA_BQ, 128)
+        ("attention_mma", format!("attn_fwd_mma_{}_d{}", elem.suffix(), d.head_dim), MMA_BQ, THREADS)
     } else {
-        ("attention", format!("attn_fwd_{}_d{}", elem.suffix(), d.head_dim), fwd_bq(d.head_dim), SCALAR_THREADS)
+        ("attention", format!("attn_fwd_{}_d{}", elem.suffix(), d.head_dim), fwd_bq(d.head_dim), THREADS)
     };
     let dims = Launch { grid: [lay.max_q.div_ceil(bq) as u32, d.heads as u32, lay.batch as u32], block: [threads, 1, 1] };
     dev.launch(module, &kernel, dims, &[KArg::Pod(bytemuck::bytes_of(&p))])
@@ -230,7 +232,9 @@ pub struct AttnGradBuffers<'a> {
 
 /// Backward from the forward's `out` and `lse`. `deterministic`: the prefix gradients are
 /// summed over the sequences in order (per-sequence partials, then a fixed-order sum) rather
-/// than with atomics.
+/// than with atomics. `path` chooses the dQ and dK/dV kernels (attention_mma.cu on the tensor
+/// cores: the probabilities and dS rounded to the element type for the products, f32
+/// accumulation).
 #[allow(clippy::too_many_arguments)]
 pub fn attention_backward(
     dev: &Device,
@@ -242,9 +246,11 @@ pub fn attention_backward(
     dout: &Buffer,
     g: AttnGradBuffers<'_>,
     deterministic: bool,
+    path: AttnPath,
 ) -> Result<()> {
     let op = "attention_backward";
     let (elem, mut p) = params(op, dev, x, lay, d)?;
+    let mma = super::uses_tensor_cores(op, dev, elem, path)?;
     let (qw, kvw) = (d.heads * d.head_dim, d.kv_heads * d.head_dim);
     expect(op, "out", out, elem, lay.q_rows * qw)?;
     expect(op, "dout", dout, elem, lay.q_rows * qw)?;
@@ -282,9 +288,13 @@ pub fn attention_backward(
         dev.check_resident(&[dq])?;
         p.dq = dq.addr();
         if lay.max_q > 0 {
-            let bq = dq_bq(hd);
-            let dims = Launch { grid: [lay.max_q.div_ceil(bq) as u32, d.heads as u32, lay.batch as u32], block: [SCALAR_THREADS, 1, 1] };
-            dev.launch("attention", &format!("attn_bwd_dq_{sfx}_d{hd}"), dims, &[KArg::Pod(bytemuck::bytes_of(&p))])?;
+            let (module, kernel, bq) = if mma {
+                ("attention_mma", format!("attn_bwd_dq_mma_{sfx}_d{hd}"), MMA_BQ)
+            } else {
+                ("attention", format!("attn_bwd_dq_{sfx}_d{hd}"), dq_bq(hd))
+            };
+            let dims = Launch { grid: [lay.max_q.div_ceil(bq) as u32, d.heads as u32, lay.batch as u32], block: [THREADS, 1, 1] };
+            dev.launch(module, &kernel, dims, &[KArg::Pod(bytemuck::bytes_of(&p))])?;
         }
         p.dq = 0;
     }
@@ -313,9 +323,14 @@ pub fn attention_backward(
     p.part_v = part_v.as_ref().map_or(0, Buffer::addr);
     let l_max = d.prefix + lay.max_k;
     if l_max > 0 {
-        let bk = dkv_bk(hd);
-        let dims = Launch { grid: [l_max.div_ceil(bk) as u32, d.kv_heads as u32, lay.batch as u32], block: [SCALAR_THREADS, 1, 1] };
-        dev.launch("attention", &format!("attn_bwd_dkdv_{sfx}_d{hd}"), dims, &[KArg::Pod(bytemuck::bytes_of(&p))])?;
+        let (module, kernel, bk) = if mma {
+            // 64 keys per block, 32 for D = 128 (DSPLIT in attention_mma.cu).
+            ("attention_mma", format!("attn_bwd_dkdv_mma_{sfx}_d{hd}"), if hd == 128 { 32 } else { 64 })
+        } else {
+            ("attention", format!("attn_bwd_dkdv_{sfx}_d{hd}"), dkv_bk(hd))
+        };
+        let dims = Launch { grid: [l_max.div_ceil(bk) as u32, d.kv_heads as u32, lay.batch as u32], block: [THREADS, 1, 1] };
+        dev.launch(module, &kernel, dims, &[KArg::Pod(bytemuck::bytes_of(&p))])?;
     }
     let n = d.prefix * kvw;
     if let (Some(dpk), Some(part)) = (g.dpk, part_k.as_mut()) {
