@@ -9,7 +9,7 @@ use polyadapt::Result;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Model name: all-minilm-l6-v2 or multilingual-e5-small.
+    /// Model name: all-minilm-l6-v2, multilingual-e5-small or smollm2-135m-instruct.
     #[arg(value_parser = clap::builder::PossibleValuesParser::new(KNOWN_MODELS))]
     pub name: String,
     /// Cache directory [default: $POLYADAPT_CACHE, else $XDG_CACHE_HOME/polyadapt, else

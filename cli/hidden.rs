@@ -1,4 +1,5 @@
-//! `engine-train hidden`: hidden states of an encoder for each line of a text file.
+//! `engine-train hidden`: hidden states of an encoder or a decoder (and a decoder's logits) for
+//! each line of a text file. The decoder's side is in `hidden_decoder.rs`.
 
 use std::path::PathBuf;
 
@@ -8,6 +9,7 @@ use polyadapt::engine::autograd::{ParamStore, Tape};
 use polyadapt::engine::cpu::gemm::Precision;
 use polyadapt::engine::tensor::DType;
 use polyadapt::models::bert::{BertModel, ForwardOptions, LoadOptions};
+use polyadapt::models::llama::ModelPath;
 use polyadapt::models::peft::{self, Adaptation};
 use polyadapt::models::weights::{write_safetensors, TensorData};
 use polyadapt::{Error, Result};
@@ -39,6 +41,9 @@ pub struct Args {
     /// are left out of the output, so shapes match the input.
     #[arg(long)]
     pub adapter: Option<PathBuf>,
+    /// Also write the logits `[batch, tokens, vocabulary]` (decoders only; zeros at padding).
+    #[arg(long)]
+    pub logits: bool,
     /// Print nothing but errors.
     #[arg(long)]
     pub quiet: bool,
@@ -49,6 +54,13 @@ pub fn run(args: Args) -> Result<()> {
     let dtype = DType::parse(&args.dtype)
         .ok_or_else(|| Error::Usage(format!("--dtype: `{}` is not one of f32, bf16, f16", args.dtype)))?;
     let precision = if args.bf16_matmul { Precision::Bf16 } else { Precision::F32 };
+    let path = ModelPath::resolve(&dir)?;
+    if path.is_decoder() {
+        return super::hidden_decoder::run(&args, &path, LoadOptions { dtype, precision });
+    }
+    if args.logits {
+        return Err(Error::Usage("--logits: only decoders have logits; this model is an encoder".into()));
+    }
     let mut store = ParamStore::new();
     let model = BertModel::load(&dir, &mut store, LoadOptions { dtype, precision })?;
     let adaptation = match &args.adapter {
@@ -94,7 +106,7 @@ pub fn run(args: Args) -> Result<()> {
 }
 
 /// `all` or a comma-separated list of layer numbers in 0..=layers.
-fn parse_layers(spec: &str, layers: usize) -> Result<Vec<usize>> {
+pub(super) fn parse_layers(spec: &str, layers: usize) -> Result<Vec<usize>> {
     if spec.trim() == "all" {
         return Ok((0..=layers).collect());
     }
@@ -111,7 +123,7 @@ fn parse_layers(spec: &str, layers: usize) -> Result<Vec<usize>> {
 
 /// Per text: its tokens, then per layer the first values of the first token's state and the
 /// norm of the mean over real tokens.
-fn print_summary(
+pub(super) fn print_summary(
     texts: &[String],
     batch: &polyadapt::data::EncodedBatch,
     tok: &TextTokenizer,

@@ -11,17 +11,22 @@
 //! - `rouge-l`: one prediction / one reference per line; the mean ROUGE-L F-measure of
 //!   rouge-score 0.1.2's defaults, or with `--rouge-tokens whitespace` tokens split on
 //!   whitespace (for scripts the default tokenizer drops).
+//! - `meteor`: one hypothesis / one reference per line; the mean METEOR of nltk 3.x's
+//!   `meteor_score` on whitespace tokens, with WordNet 3.0 read from `--wordnet DIR`, else
+//!   `$POLYADAPT_WORDNET`, else `/usr/share/wordnet` (Debian's `wordnet-base`).
 //! - `accuracy`: one label per line in each file, compared as strings.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use polyadapt::data::metrics::bleu::corpus_bleu;
+use polyadapt::data::metrics::meteor::mean_meteor;
 use polyadapt::data::metrics::rouge::{mean_rouge_l, RougeTokens};
 use polyadapt::data::metrics::mlqa::{MlqaLang, MlqaNormalizer};
 use polyadapt::data::metrics::squad::{evaluate_answered, AnswerNormalizer, SquadV1Normalizer};
 use polyadapt::data::squad::{read_squad, BadRecords};
 use polyadapt::data::text::read_lines;
+use polyadapt::data::wordnet::WordNet;
 use polyadapt::{Error, Result};
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
@@ -31,6 +36,7 @@ pub enum Metric {
     Bleu,
     #[value(name = "rouge-l")]
     RougeL,
+    Meteor,
     Accuracy,
 }
 
@@ -58,6 +64,10 @@ pub struct Args {
     /// Tokens for `rouge-l`.
     #[arg(long, value_enum, default_value = "default")]
     pub rouge_tokens: RougeTokenizer,
+    /// WordNet 3.0 database directory for `meteor` (default: $POLYADAPT_WORDNET, else
+    /// /usr/share/wordnet).
+    #[arg(long)]
+    pub wordnet: Option<PathBuf>,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -81,6 +91,7 @@ pub fn run(args: Args) -> Result<()> {
             let (p, r) = paired_lines(&args.pred, &args.reference, "one prediction / one reference per line")?;
             serde_json::json!({ "rouge_l": mean_rouge_l(&p, &r, how)? })
         }
+        Metric::Meteor => meteor(&args.pred, &args.reference, args.wordnet.as_deref())?,
         Metric::Accuracy => accuracy(&args.pred, &args.reference)?,
     };
     println!("{json}");
@@ -125,6 +136,18 @@ fn bleu(pred: &Path, reference: &Path) -> Result<serde_json::Value> {
     let b = corpus_bleu(&h, &r)?;
     eprintln!("{} segments; n-gram matches {:?} of {:?}; lengths {} / {}", h.len(), b.counts, b.totals, b.sys_len, b.ref_len);
     Ok(serde_json::json!({ "bleu": b.score }))
+}
+
+fn meteor(pred: &Path, reference: &Path, wordnet: Option<&Path>) -> Result<serde_json::Value> {
+    let (h, r) = paired_lines(pred, reference, "one hypothesis / one reference per line")?;
+    let dir = WordNet::locate(wordnet);
+    let start = std::time::Instant::now();
+    let wn = WordNet::load(&dir)?;
+    let (lemmas, synsets) = wn.counts();
+    eprintln!("WordNet {}: {lemmas} index entries, {synsets} synsets, read in {:.0} ms", dir.display(), start.elapsed().as_secs_f64() * 1e3);
+    let score = mean_meteor(&h, &r, &wn)?;
+    eprintln!("{} pairs", h.len());
+    Ok(serde_json::json!({ "meteor": score }))
 }
 
 fn accuracy(pred: &Path, reference: &Path) -> Result<serde_json::Value> {

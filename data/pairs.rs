@@ -15,6 +15,8 @@ use crate::engine::error::{Error, Result};
 pub struct PairExample {
     /// Line number in the file (1-based): the item's identity across parallel files.
     pub line: usize,
+    /// The record's own id, when it has one (a 4-column TSV's first field, a JSONL `id`).
+    pub id: Option<String>,
     pub first: String,
     pub second: String,
     /// Index into the label list.
@@ -65,8 +67,9 @@ fn parse_line(raw: &str, line: usize, path: &Path, labels: &[String], may_be_hea
             return Ok(Line::Blank);
         }
         let fields: Vec<&str> = raw.split('\t').collect();
-        let (first, second, label) = match fields.as_slice() {
-            [a, b, l] | [_, a, b, l] => (*a, *b, l.trim()),
+        let (id, first, second, label) = match fields.as_slice() {
+            [a, b, l] => (None, *a, *b, l.trim()),
+            [id, a, b, l] => (Some(id.trim().to_string()), *a, *b, l.trim()),
             _ => return Err(bad(line, format!("expected 3 or 4 tab-separated fields, found {}", fields.len()))),
         };
         if may_be_header && matches!(label, "label" | "gold_label") {
@@ -81,7 +84,7 @@ fn parse_line(raw: &str, line: usize, path: &Path, labels: &[String], may_be_hea
                 return Err(bad(line, format!("field `{name}` is empty")));
             }
         }
-        Ok(Line::Pair(PairExample { line, first: first.to_string(), second: second.to_string(), label }))
+        Ok(Line::Pair(PairExample { line, id, first: first.to_string(), second: second.to_string(), label }))
     }
 }
 
@@ -100,7 +103,7 @@ mod tests {
         assert_eq!(a.examples.len(), 2);
         assert_eq!((a.examples[0].label, a.examples[1].line), (1, 2));
         let b = parse_pairs("id\tsentence1\tsentence2\tlabel\r\n7\tx\ty\t0\r\n", p, &labels(), BadRecords::Error).unwrap();
-        assert_eq!(b.examples, vec![PairExample { line: 2, first: "x".into(), second: "y".into(), label: 0 }]);
+        assert_eq!(b.examples, vec![PairExample { line: 2, id: Some("7".into()), first: "x".into(), second: "y".into(), label: 0 }]);
     }
 
     #[test]

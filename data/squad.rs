@@ -78,12 +78,7 @@ pub fn read_squad(path: &Path, bad: BadRecords) -> Result<SquadSet> {
 
 /// Parses the text of a SQuAD v1.1 JSON file; `path` names it in errors.
 pub fn parse_squad(text: &str, path: &Path, bad: BadRecords) -> Result<SquadSet> {
-    let root: Value = serde_json::from_str(text).map_err(|e| {
-        // serde_json's message ends with the position, which the error already leads with.
-        let full = e.to_string();
-        let what = full.strip_suffix(&format!(" at line {} column {}", e.line(), e.column())).unwrap_or(&full).to_string();
-        Error::Input { path: path.to_path_buf(), line: e.line(), msg: format!("column {}: invalid JSON: {what}", e.column()) }
-    })?;
+    let root: Value = serde_json::from_str(text).map_err(|e| invalid_json(path, 0, &e))?;
     let mut reader = Reader { path, bad, set: SquadSet { path: path.to_path_buf(), examples: Vec::new(), skipped: Vec::new() } };
     // A file without a `data` list is not a SQuAD file at all: never skippable.
     let articles = root
@@ -146,9 +141,7 @@ impl Reader<'_> {
         let obj = paragraph.as_object().ok_or_else(|| self.error(at, "context", "the paragraph must be an object"))?;
         let context = self.string(obj, "context", at)?;
         let qas = self.list(obj, "qas", at)?;
-        // Byte position of every character (and of the end), so that a character offset can be
-        // checked without rescanning the context for each answer.
-        let char_bytes: Vec<usize> = context.char_indices().map(|(b, _)| b).chain([context.len()]).collect();
+        let char_bytes = char_starts(context);
         for (q, qa) in qas.iter().enumerate() {
             let at = format!("{at}.qas[{q}]");
             let result = self.question(qa, &at, title, context, &char_bytes).map(|ex| self.set.examples.push(ex));
@@ -183,14 +176,7 @@ impl Reader<'_> {
                 .as_u64()
                 .ok_or_else(|| self.error(&at, &field("answer_start"), format!("expected a non-negative integer, found {start}")))?
                 as usize;
-            let len = text.chars().count();
-            let end = start_char.checked_add(len).and_then(|e| char_bytes.get(e));
-            let found = char_bytes.get(start_char).zip(end).map(|(&b0, &b1)| &context[b0..b1]);
-            if found != Some(text) {
-                let what = match found {
-                    None => format!("{start_char} + {len} characters runs past the context ({} characters)", char_bytes.len() - 1),
-                    Some(f) => format!("the context has {f:?} at character {start_char}, not the answer {text:?}"),
-                };
+            if let Some(what) = answer_mismatch(context, char_bytes, text, start_char) {
                 return Err(self.error(&at, &field("answer_start"), what));
             }
             answers.push(Answer { text: text.to_string(), start_char });
@@ -215,7 +201,35 @@ impl Reader<'_> {
     }
 }
 
-fn kind(v: &Value) -> &'static str {
+/// A JSON syntax error as an input error at serde_json's line (plus `line_offset`, for text
+/// that starts inside a file) and column.
+pub(crate) fn invalid_json(path: &Path, line_offset: usize, e: &serde_json::Error) -> Error {
+    // serde_json's message ends with the position, which the error already leads with.
+    let full = e.to_string();
+    let what = full.strip_suffix(&format!(" at line {} column {}", e.line(), e.column())).unwrap_or(&full).to_string();
+    Error::Input { path: path.to_path_buf(), line: line_offset + e.line(), msg: format!("column {}: invalid JSON: {what}", e.column()) }
+}
+
+/// Byte position of every character of `s` and of its end, so that character offsets can be
+/// checked without rescanning the text for each answer.
+pub(crate) fn char_starts(s: &str) -> Vec<usize> {
+    s.char_indices().map(|(b, _)| b).chain([s.len()]).collect()
+}
+
+/// Why `text` is not at character `start_char` of `context` (`char_bytes` from
+/// [`char_starts`]), or `None` when it is.
+pub(crate) fn answer_mismatch(context: &str, char_bytes: &[usize], text: &str, start_char: usize) -> Option<String> {
+    let len = text.chars().count();
+    let end = start_char.checked_add(len).and_then(|e| char_bytes.get(e));
+    match char_bytes.get(start_char).zip(end).map(|(&b0, &b1)| &context[b0..b1]) {
+        Some(found) if found == text => None,
+        Some(found) => Some(format!("the context has {found:?} at character {start_char}, not the answer {text:?}")),
+        None => Some(format!("{start_char} + {len} characters runs past the context ({} characters)", char_bytes.len() - 1)),
+    }
+}
+
+/// What a JSON value is, for error messages.
+pub(crate) fn kind(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",

@@ -99,8 +99,33 @@ impl TextTokenizer {
         Ok(TextTokenizer { inner, path: path.to_path_buf(), pad_id })
     }
 
+    /// A tokenizer built in memory (e.g. from a GGUF file's vocabulary); `path` names its
+    /// source in errors.
+    pub fn from_tokenizer(mut inner: tokenizers::Tokenizer, path: &Path, pad_id: u32) -> Result<TextTokenizer> {
+        inner.with_padding(None);
+        inner
+            .with_truncation(None)
+            .map_err(|e| Error::tokenizer(path, format!("cannot switch truncation off: {e}")))?;
+        Ok(TextTokenizer { inner, path: path.to_path_buf(), pad_id })
+    }
+
     pub fn pad_id(&self) -> u32 {
         self.pad_id
+    }
+
+    /// The ids of one text, with the model's special tokens when `add_special`.
+    pub fn encode_ids(&self, text: &str, add_special: bool) -> Result<Vec<u32>> {
+        let e = self.inner.encode(text, add_special).map_err(|e| Error::tokenizer(&self.path, format!("cannot tokenise: {e}")))?;
+        Ok(e.get_ids().to_vec())
+    }
+
+    /// The text of `ids` (special tokens left out when `skip_special`).
+    pub fn decode(&self, ids: &[u32], skip_special: bool) -> Result<String> {
+        self.inner.decode(ids, skip_special).map_err(|e| Error::tokenizer(&self.path, format!("cannot decode: {e}")))
+    }
+
+    pub fn token_to_id(&self, token: &str) -> Option<u32> {
+        self.inner.token_to_id(token)
     }
 
     pub fn vocab_size(&self) -> usize {
@@ -165,6 +190,35 @@ impl TextTokenizer {
         };
         let encs = inner.encode_batch(inputs, true).map_err(|e| Error::tokenizer(&self.path, format!("cannot tokenise: {e}")))?;
         Ok(encs.into_iter().map(|e| Tokens { ids: e.get_ids().to_vec(), type_ids: e.get_type_ids().to_vec() }).collect())
+    }
+}
+
+/// A tokenised text and the characters of the text each token comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CharTokens {
+    pub tokens: Tokens,
+    /// Per token: characters `start..end` of the text, `None` for a special token.
+    pub chars: Vec<Option<(usize, usize)>>,
+}
+
+impl TextTokenizer {
+    /// Tokenises single texts with the model's special tokens, cut to at most `max_len` tokens
+    /// (as [`TextTokenizer::encode_truncated`]), with each token's character span (the
+    /// tokenizer's byte offsets turned into characters).
+    pub fn encode_with_chars(&self, texts: &[String], max_len: usize) -> Result<Vec<CharTokens>> {
+        let mut inner = self.inner.clone();
+        let params = tokenizers::TruncationParams { max_length: max_len, ..Default::default() };
+        inner.with_truncation(Some(params)).map_err(|e| Error::tokenizer(&self.path, format!("cannot truncate to {max_len}: {e}")))?;
+        let encs = inner.encode_batch(texts.to_vec(), true).map_err(|e| Error::tokenizer(&self.path, format!("cannot tokenise: {e}")))?;
+        Ok(encs
+            .iter()
+            .zip(texts)
+            .map(|(e, text)| {
+                let to_chars = ByteToChar::new(text);
+                let chars = e.get_offsets().iter().zip(e.get_special_tokens_mask()).map(|(&(b0, b1), &sp)| (sp == 0).then(|| to_chars.span(b0, b1))).collect();
+                CharTokens { tokens: Tokens { ids: e.get_ids().to_vec(), type_ids: e.get_type_ids().to_vec() }, chars }
+            })
+            .collect())
     }
 }
 

@@ -191,24 +191,25 @@ fn names<T>(table: &[(&str, T)]) -> String {
     table.iter().map(|(n, _)| format!("\"{n}\"")).collect::<Vec<_>>().join(", ")
 }
 
-/// Typed access to the fields of one config file, with errors that name the file and field.
-struct Fields<'a> {
-    map: &'a Map<String, Value>,
-    path: PathBuf,
+/// Typed access to the fields of one config file, with errors that name the file and field
+/// (shared with the decoder's config reader).
+pub(crate) struct Fields<'a> {
+    pub(crate) map: &'a Map<String, Value>,
+    pub(crate) path: PathBuf,
 }
 
 impl<'a> Fields<'a> {
-    fn err(&self, field: &str, msg: impl Into<String>) -> Error {
+    pub(crate) fn err(&self, field: &str, msg: impl Into<String>) -> Error {
         Error::config(&self.path, field, msg)
     }
 
     /// The value of `field`, treating JSON `null` as absent (transformers writes `null` for
     /// unset optional fields).
-    fn get(&self, field: &str) -> Option<&'a Value> {
+    pub(crate) fn get(&self, field: &str) -> Option<&'a Value> {
         self.map.get(field).filter(|v| !v.is_null())
     }
 
-    fn opt_uint(&self, field: &str) -> Result<Option<u64>> {
+    pub(crate) fn opt_uint(&self, field: &str) -> Result<Option<u64>> {
         match self.get(field) {
             None => Ok(None),
             Some(v) => v.as_u64().map(Some).ok_or_else(|| {
@@ -217,7 +218,7 @@ impl<'a> Fields<'a> {
         }
     }
 
-    fn opt_positive(&self, field: &str) -> Result<Option<usize>> {
+    pub(crate) fn opt_positive(&self, field: &str) -> Result<Option<usize>> {
         match self.opt_uint(field)? {
             None => Ok(None),
             Some(0) => Err(self.err(field, "expected a positive integer, found 0")),
@@ -225,11 +226,11 @@ impl<'a> Fields<'a> {
         }
     }
 
-    fn positive(&self, field: &str) -> Result<usize> {
+    pub(crate) fn positive(&self, field: &str) -> Result<usize> {
         self.opt_positive(field)?.ok_or_else(|| self.err(field, "missing; expected a positive integer"))
     }
 
-    fn opt_number(&self, field: &str) -> Result<Option<f64>> {
+    pub(crate) fn opt_number(&self, field: &str) -> Result<Option<f64>> {
         match self.get(field) {
             None => Ok(None),
             Some(v) => v
@@ -239,7 +240,7 @@ impl<'a> Fields<'a> {
         }
     }
 
-    fn opt_str(&self, field: &str) -> Result<Option<&'a str>> {
+    pub(crate) fn opt_str(&self, field: &str) -> Result<Option<&'a str>> {
         match self.get(field) {
             None => Ok(None),
             Some(v) => v
@@ -249,7 +250,7 @@ impl<'a> Fields<'a> {
         }
     }
 
-    fn choice<T: Copy>(&self, field: &str, table: &[(&str, T)]) -> Result<T> {
+    pub(crate) fn choice<T: Copy>(&self, field: &str, table: &[(&str, T)]) -> Result<T> {
         let s = self.opt_str(field)?.unwrap_or_default();
         table.iter().find(|(n, _)| *n == s).map(|(_, t)| *t).ok_or_else(|| {
             self.err(field, format!("`{s}` is not supported; expected one of {}", names(table)))
@@ -258,7 +259,7 @@ impl<'a> Fields<'a> {
 }
 
 /// A short description of a JSON value for error messages: its type and, if short, itself.
-fn describe(v: &Value) -> String {
+pub(crate) fn describe(v: &Value) -> String {
     let kind = match v {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",

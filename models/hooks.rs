@@ -19,6 +19,9 @@ pub enum Proj {
     FfnIn,
     /// Feed-forward, second (down) projection.
     FfnOut,
+    /// Gate projection of a gated feed-forward (LLaMA's `gate_proj`; BERT has none). Not in
+    /// [`Proj::ALL`], the encoder's projections, until the adaptation configs name it.
+    FfnGate,
 }
 
 impl Proj {
@@ -33,6 +36,7 @@ impl Proj {
             Proj::Output => "o",
             Proj::FfnIn => "ffn_in",
             Proj::FfnOut => "ffn_out",
+            Proj::FfnGate => "ffn_gate",
         }
     }
 }

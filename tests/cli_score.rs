@@ -140,3 +140,48 @@ fn rouge_l_of_line_files() {
     let f = last_json(&out)["rouge_l"].as_f64().unwrap();
     assert!((f - 100.0 * (5.0 / 6.0 + 2.0 / 3.0) / 2.0).abs() < 1e-9, "{f}");
 }
+
+#[test]
+fn meteor_of_line_files() {
+    let d = dir("meteor");
+    let (h, r) = (d.join("hyp.txt"), d.join("ref.txt"));
+    std::fs::write(
+        &h,
+        "It is a guide to action which ensures that the military always obeys the commands of the party\n\
+         The dogs went home quickly.\n\nनई दिल्ली भारत की राजधानी है\n",
+    )
+    .unwrap();
+    std::fs::write(
+        &r,
+        "It is a guide to action that ensures that the military will forever heed Party commands\n\
+         a dog goes to its house fast.\nnothing here\nभारत की राजधानी नई दिल्ली है\n",
+    )
+    .unwrap();
+    let (hs, rs) = (h.to_str().unwrap(), r.to_str().unwrap());
+    let (ok, out, err) = score(&["--metric", "meteor", "--pred", hs, "--ref", rs]);
+    assert!(ok, "{err}");
+    assert!(err.contains("synsets, read in"), "{err}");
+    // nltk 3.9.1: meteor_score([r.split()], h.split()) per line = 0.6944444444444445,
+    // 0.07352941176470587, 0.0, 0.9375; their mean in points 42.63684640522876.
+    let m = last_json(&out)["meteor"].as_f64().unwrap();
+    assert!((m - 42.63684640522876).abs() < 1e-9, "{m}");
+
+    // WordNet from --wordnet, else $POLYADAPT_WORDNET: a directory that is not there.
+    let run = |args: &[&str], env: Option<&str>| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_engine-train"));
+        c.arg("score").args(args);
+        if let Some(v) = env {
+            c.env("POLYADAPT_WORDNET", v);
+        }
+        let out = c.output().unwrap();
+        (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (ok, err) = run(&["--metric", "meteor", "--pred", hs, "--ref", rs, "--wordnet", "/nowhere/wn"], None);
+    assert!(!ok && err.contains("/nowhere/wn") && err.contains("wordnet-base"), "{err}");
+    let (ok, err) = run(&["--metric", "meteor", "--pred", hs, "--ref", rs], Some("/elsewhere/wn"));
+    assert!(!ok && err.contains("/elsewhere/wn"), "{err}");
+
+    std::fs::write(&r, "one line\n").unwrap();
+    let (ok, _, err) = score(&["--metric", "meteor", "--pred", hs, "--ref", rs]);
+    assert!(!ok && err.contains("ref.txt has 1") && err.contains("hyp.txt has 4"), "{err}");
+}

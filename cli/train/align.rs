@@ -1,10 +1,12 @@
-//! The alignment loss's data: parallel items of two SQuAD-format files (the same question id
-//! in both: XQuAD, MLQA), tokenised once; each step draws the next pairs in a seeded order.
+//! The alignment loss's data: parallel items of two QA files, SQuAD JSON or JSON Lines (the
+//! same question id in both: XQuAD, MLQA), tokenised once; each step draws the next pairs in a
+//! seeded order.
 
 use std::collections::HashMap;
 
 use polyadapt::data::sampling::sample_n;
-use polyadapt::data::squad::{read_squad, BadRecords};
+use polyadapt::data::formats::read_qa_data;
+use polyadapt::data::squad::BadRecords;
 use polyadapt::data::tokenize::Tokens;
 use polyadapt::data::{EncodedBatch, TextTokenizer};
 use polyadapt::engine::autograd::{Tape, Var};
@@ -28,9 +30,9 @@ pub struct Alignment {
 
 impl Alignment {
     pub fn load(cfg: &AlignConfig, tok: &TextTokenizer, max_len: usize, seed: u64, bad: BadRecords) -> Result<Alignment> {
-        let src = read_squad(&cfg.source, bad)?;
+        let src = read_qa_data(&cfg.source, bad)?;
         super::task::report_skipped(&cfg.source, &src.skipped);
-        let tgt = read_squad(&cfg.target, bad)?;
+        let tgt = read_qa_data(&cfg.target, bad)?;
         super::task::report_skipped(&cfg.target, &tgt.skipped);
         let by_id: HashMap<&str, usize> = tgt.examples.iter().enumerate().map(|(i, e)| (e.id.as_str(), i)).collect();
         let text = |e: &polyadapt::data::squad::QaExample| if cfg.text == "context" { e.context.clone() } else { e.question.clone() };

@@ -9,8 +9,11 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use polyadapt::data::metrics::mlqa::MlqaLang;
 use polyadapt::models::peft::MethodsConfig;
 use polyadapt::{Error, Result};
+
+use super::key_path::parse_set;
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -30,6 +33,9 @@ pub struct Config {
     pub align: Option<AlignConfig>,
     #[serde(default)]
     pub reg: Option<RegConfig>,
+    /// Pseudo-data mixed into one task's training data (see `PseudoConfig`).
+    #[serde(default)]
+    pub pseudo: Option<PseudoConfig>,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
@@ -133,7 +139,8 @@ impl Default for OptimConfig {
 #[serde(deny_unknown_fields)]
 pub struct TaskConfig {
     pub name: String,
-    /// `qa` (extractive, SQuAD-format data) or `pair` (sentence-pair classification, TSV).
+    /// `qa` (extractive; SQuAD JSON or JSON Lines data) or `pair` (sentence-pair
+    /// classification; TSV or JSON Lines); see `data::formats`.
     pub kind: String,
     #[serde(default = "default_one")]
     pub weight: f32,
@@ -162,6 +169,21 @@ pub struct DataConfig {
     /// Language tag for reports and metrics.
     #[serde(default)]
     pub lang: Option<String>,
+    /// The seed of `sample` / `per_class` (default: the run's). Evaluation sets with a seed of
+    /// their own are the same subset in every run of a sweep, so the spread over seeds is the
+    /// training's, not the subset's.
+    #[serde(default)]
+    pub seed: Option<u64>,
+    /// Classification training data only: K examples of each class drawn with the run's seed
+    /// (0: use `sample`).
+    #[serde(default)]
+    pub per_class: usize,
+    /// QA evaluation sets only: the answer normalisation of EM/F1. `squad` (the default: SQuAD
+    /// v1.1's official script, as XTREME scores XQuAD and TyDiQA) or `mlqa` (MLQA's official
+    /// script for the set's `lang`: Unicode punctuation, that language's articles, Chinese
+    /// scored per character).
+    #[serde(default)]
+    pub metric: Option<String>,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
@@ -178,7 +200,7 @@ pub struct AlignConfig {
     /// mean or first.
     #[serde(default = "default_mean")]
     pub pooling: String,
-    /// Parallel SQuAD-format files: items with the same question id are pairs.
+    /// Parallel QA files (SQuAD JSON or JSON Lines): items with the same question id are pairs.
     pub source: PathBuf,
     pub target: PathBuf,
     /// question or context.
@@ -221,8 +243,13 @@ impl Config {
     pub fn parse(text: &str, path: &Path, overrides: &[String]) -> Result<Config> {
         let mut value: toml::Value = toml::from_str(text).map_err(|e| Error::format(path, toml_message(&e)))?;
         for o in overrides {
-            apply_override(&mut value, o)?;
+            apply_override(&mut value, o, path)?;
         }
+        Config::from_value(value, path)
+    }
+
+    /// Checks an already parsed (and overridden) TOML document; errors name `path` and the key.
+    pub fn from_value(value: toml::Value, path: &Path) -> Result<Config> {
         let config: Config = serde_path_to_error::deserialize(value).map_err(|e| {
             let key = e.path().to_string();
             Error::config(path, key, e.inner().to_string())
@@ -250,6 +277,10 @@ impl Config {
         if self.run.steps == 0 && self.run.epochs == 0 {
             return err("run.steps", "give a number of steps or of epochs".into());
         }
+        // Checked here too (the schedule checks it at setup) so that a sweep finds it up front.
+        if self.run.steps > 0 && self.optim.warmup_steps > self.run.steps {
+            return err("optim.warmup_steps", format!("{} warm-up steps exceed the {} steps of the run", self.optim.warmup_steps, self.run.steps));
+        }
         if self.tasks.is_empty() {
             return err("tasks", "at least one task is needed".into());
         }
@@ -258,11 +289,37 @@ impl Config {
             if t.kind == "pair" && t.labels.len() < 2 {
                 return err(&format!("tasks[{i}].labels"), "a classification task needs at least two labels".into());
             }
+            if t.train.per_class > 0 && (t.kind != "pair" || t.train.sample > 0) {
+                return err(&format!("tasks[{i}].train.per_class"), "only for a pair task, and not together with `sample`".into());
+            }
+            if let Some(j) = t.eval.iter().position(|e| e.per_class > 0) {
+                return err(&format!("tasks[{i}].eval[{j}].per_class"), "only training data is sampled per class".into());
+            }
+            if t.train.metric.is_some() {
+                return err(&format!("tasks[{i}].train.metric"), "a metric is chosen per evaluation set".into());
+            }
+            for (j, e) in t.eval.iter().enumerate() {
+                let Some(metric) = &e.metric else { continue };
+                let field = format!("tasks[{i}].eval[{j}].metric");
+                if t.kind != "qa" {
+                    return err(&field, format!("only QA evaluation sets choose a metric (this task is `{}`)", t.kind));
+                }
+                one_of(&field, metric, &["squad", "mlqa"])?;
+                if metric == "mlqa" {
+                    let lang = e.lang.as_deref().unwrap_or_default();
+                    if MlqaLang::parse(lang).is_err() {
+                        return err(&field, format!("`mlqa` needs the set's `lang` to be one of en, es, hi, vi, de, ar, zh (it is `{lang}`)"));
+                    }
+                }
+            }
         }
         if let Some(a) = &self.align {
             one_of("align.distance", &a.distance, &["l2", "cosine"])?;
             one_of("align.pooling", &a.pooling, &["mean", "first"])?;
             one_of("align.text", &a.text, &["question", "context"])?;
+        }
+        if let Some(p) = &self.pseudo {
+            p.validate(path, &self.tasks)?;
         }
         Ok(())
     }
@@ -276,25 +333,93 @@ fn toml_message(e: &toml::de::Error) -> String {
     e.to_string().trim().replace('\n', " ")
 }
 
-/// `a.b.c=value`: the value is parsed as TOML (a number, a boolean, a quoted string, an
-/// array), or taken as a plain string when it does not parse.
-fn apply_override(root: &mut toml::Value, spec: &str) -> Result<()> {
-    let Some((key, raw)) = spec.split_once('=') else {
-        return Err(Error::Usage(format!("--set {spec}: expected key=value")));
-    };
-    let value = toml::from_str::<toml::Table>(&format!("v = {raw}"))
-        .ok()
-        .and_then(|mut t| t.remove("v"))
-        .unwrap_or_else(|| toml::Value::String(raw.to_string()));
-    let mut cur = root;
-    let parts: Vec<&str> = key.trim().split('.').collect();
-    for (i, part) in parts.iter().enumerate() {
-        let table = cur.as_table_mut().ok_or_else(|| Error::Usage(format!("--set {key}: `{}` is not a table", parts[..i].join("."))))?;
-        if i + 1 == parts.len() {
-            table.insert(part.to_string(), value);
-            return Ok(());
-        }
-        cur = table.entry(part.to_string()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+/// `--set key=value` (see [`key_path`](super::key_path): `tasks[0].train.sample=8` reaches into
+/// arrays; a table value merges into the table there).
+fn apply_override(root: &mut toml::Value, spec: &str, file: &Path) -> Result<()> {
+    let (key, value) = parse_set(spec)?;
+    key.set(root, &value).map_err(|m| Error::config(file, format!("--set {key}"), m))
+}
+
+// ---- Pseudo-data (`[pseudo]`; see data/pseudo/mod.rs for what each kind makes) ----
+
+/// `[pseudo]`: synthetic examples mixed into one task's training data. The run mixes in
+/// `round(ratio * n)` pseudo examples, `n` being the task's real training examples (questions
+/// or pairs, after `sample`), split evenly between `kinds` in the order given. `ratio = 0` is
+/// the run without pseudo-data, bit for bit. Sub-tables configure the kinds; `kinds` chooses
+/// which run (a table of a kind not chosen is still checked but not used, so a sweep can vary
+/// `pseudo.kinds`). `run.epochs` counts passes over the real examples, so runs at different
+/// ratios take the same number of steps. Checked in `pseudo.rs` (`PseudoConfig::validate`).
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PseudoConfig {
+    /// Pseudo examples per real training example (0.4: 40 per 100).
+    pub ratio: f64,
+    /// Any of `self_training`, `perturb`, `code_switch`.
+    pub kinds: Vec<String>,
+    /// The task (by name) that gets them; default: the first.
+    #[serde(default)]
+    pub task: Option<String>,
+    #[serde(default)]
+    pub self_training: Option<SelfTrainingConfig>,
+    #[serde(default)]
+    pub perturb: Option<PerturbConfig>,
+    #[serde(default)]
+    pub code_switch: Option<CodeSwitchConfig>,
+}
+
+/// `[pseudo.self_training]`: the model labels `unlabelled` after `after_steps` optimiser steps
+/// and keeps training on the mix.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SelfTrainingConfig {
+    /// The unlabelled examples (their labels are dropped as they are read): `path`, `sample`
+    /// (0: all), `lang` (for reports).
+    pub unlabelled: DataConfig,
+    /// Keep labels whose confidence (span or class probability) is at least this.
+    #[serde(default = "default_threshold")]
+    pub threshold: f32,
+    /// Label after this many steps (default: one pass over the task's real training data).
+    #[serde(default)]
+    pub after_steps: Option<usize>,
+}
+
+fn default_threshold() -> f32 {
+    0.5
+}
+
+/// `[pseudo.perturb]`: copies with words dropped and adjacent spans swapped.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PerturbConfig {
+    pub drop_prob: f32,
+    pub swap_prob: f32,
+    /// Longest swapped span, in words.
+    pub max_span: usize,
+}
+
+impl Default for PerturbConfig {
+    fn default() -> Self {
+        PerturbConfig { drop_prob: 0.1, swap_prob: 0.1, max_span: 2 }
     }
-    Err(Error::Usage(format!("--set {spec}: empty key")))
+}
+
+/// `[pseudo.code_switch]`: copies with words replaced by their aligned words in `target`, the
+/// parallel file (same question ids / line numbers as the task's training file).
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CodeSwitchConfig {
+    pub target: PathBuf,
+    /// Probability that an aligned word is replaced.
+    #[serde(default = "default_switch_prob")]
+    pub prob: f32,
+    /// Hidden state of the word vectors (default: two thirds of the depth, SimAlign's 8 of 12).
+    #[serde(default)]
+    pub layer: Option<usize>,
+    /// QA: `question` or `context` (outside the answer).
+    #[serde(default = "default_question")]
+    pub text: String,
+}
+
+fn default_switch_prob() -> f32 {
+    0.3
 }

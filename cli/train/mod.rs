@@ -8,11 +8,13 @@
 
 mod align;
 mod checkpoint;
-mod config;
+pub(crate) mod config;
+pub(crate) mod key_path;
 mod metrics;
 mod order;
 mod pair;
-mod plots;
+pub(crate) mod plots;
+mod pseudo;
 mod qa;
 mod setup;
 mod task;
@@ -50,8 +52,8 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let (cfg, run_dir) = match &args.resume {
-        Some(dir) => (Config::load(&dir.join("config.toml"), &[])?, dir.clone()),
+    match &args.resume {
+        Some(dir) => train_in(Config::load(&dir.join("config.toml"), &[])?, dir, true),
         None => {
             let path = args.config.as_ref().expect("clap requires --config without --resume");
             let mut overrides = args.set.clone();
@@ -62,9 +64,16 @@ pub fn run(args: Args) -> Result<()> {
             let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "run".into());
             let dir = args.out.clone().unwrap_or_else(|| Path::new("runs").join(stem));
             start_run_dir(&dir, &cfg)?;
-            (cfg, dir)
+            train_in(cfg, &dir, false)
         }
-    };
+    }
+}
+
+/// Trains `cfg` in `run_dir` (created by [`start_run_dir`]) to the end: from its last
+/// checkpoint when `resume` (from the start when it has none), then the final evaluation,
+/// the adapter, `results.json` and `loss.png`. The sweep calls this once per point.
+pub(crate) fn train_in(cfg: Config, run_dir: &Path, resume: bool) -> Result<()> {
+    let run_dir = run_dir.to_path_buf();
     if cfg.run.threads > 0 {
         // Only fails if a pool already exists (tests in one process): then the pool stays.
         let _ = rayon::ThreadPoolBuilder::new().num_threads(cfg.run.threads).build_global();
@@ -73,7 +82,8 @@ pub fn run(args: Args) -> Result<()> {
     // The tokenizer and the raw data are gone: give their memory back before training.
     polyadapt::engine::memory::release_free_memory();
     let total = s.total_steps;
-    let start = match args.resume.as_ref().and_then(|d| checkpoint::list(d).ok()?.last().copied()) {
+    let last = if resume { checkpoint::list(&run_dir).ok().and_then(|l| l.last().copied()) } else { None };
+    let start = match last {
         Some(step) => {
             restore(&mut s, &run_dir, step)?;
             eprintln!("resuming {} at step {step} of {total}", run_dir.display());
@@ -82,6 +92,9 @@ pub fn run(args: Args) -> Result<()> {
         None => 0,
     };
     describe(&s);
+    if let Some(p) = &s.pseudo {
+        p.write_made(&run_dir)?;
+    }
     let mut trainer = trainer::Trainer::new(s, run_dir.clone(), start)?;
     let evals_path = run_dir.join("evals.jsonl");
     let mut on_eval = |step: usize, scores: &[EvalScore]| {
@@ -96,6 +109,7 @@ pub fn run(args: Args) -> Result<()> {
     print_scores("final", &scores);
     save_adapter(&trainer.s, &run_dir)?;
     write_results(&trainer.s, &run_dir, &outcome, &scores)?;
+    write_predictions(&run_dir, &scores)?;
     let metrics = metrics::read(&run_dir.join("metrics.jsonl"))?;
     if let Err(e) = plots::loss_curves(&run_dir.join("loss.png"), &metrics) {
         eprintln!("warning: {}", e.chain());
@@ -106,7 +120,7 @@ pub fn run(args: Args) -> Result<()> {
 
 /// Creates the run directory with its resolved configuration; refuses one that already holds
 /// a run (that is what `--resume` is for).
-fn start_run_dir(dir: &Path, cfg: &Config) -> Result<()> {
+pub(crate) fn start_run_dir(dir: &Path, cfg: &Config) -> Result<()> {
     if dir.join("config.toml").exists() {
         return Err(Error::Usage(format!(
             "{} already holds a run: continue it with --resume {0}, or choose another --out",
@@ -193,6 +207,19 @@ fn save_adapter(s: &setup::Setup, run_dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// `RUN_DIR/predictions/<task>.<set>.json`: `{question id: answer}` of each QA evaluation set,
+/// the format `engine-train score --metric squad|mlqa` reads.
+fn write_predictions(run_dir: &Path, scores: &[EvalScore]) -> Result<()> {
+    for sc in scores {
+        let Some(predictions) = &sc.predictions else { continue };
+        let dir = run_dir.join("predictions");
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io("cannot create", &dir, e))?;
+        let text = serde_json::to_string_pretty(predictions).expect("serialises");
+        write_atomic(&dir.join(format!("{}.{}.json", sc.task, sc.set)), text.as_bytes())?;
+    }
+    Ok(())
+}
+
 fn write_results(s: &setup::Setup, run_dir: &Path, o: &trainer::Outcome, scores: &[EvalScore]) -> Result<()> {
     let results = serde_json::json!({
         "model": s.model_dir.display().to_string(),
@@ -205,6 +232,7 @@ fn write_results(s: &setup::Setup, run_dir: &Path, o: &trainer::Outcome, scores:
         "trainable_params": s.store.trainable_numel(),
         "total_params": s.store.total_numel(),
         "eval": scores,
+        "pseudo": s.pseudo.as_ref().map(|p| &p.reports),
         "revision": env!("POLYADAPT_REVISION"),
     });
     write_atomic(&run_dir.join("results.json"), serde_json::to_string_pretty(&results).expect("serialises").as_bytes())

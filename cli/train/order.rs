@@ -28,6 +28,11 @@ impl Order {
         self.epoch = epoch;
     }
 
+    /// Items per epoch.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
     /// The item at position `p` of the endless stream of epochs.
     pub fn item(&mut self, p: usize) -> usize {
         assert!(self.len > 0, "an order over no items");

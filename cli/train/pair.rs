@@ -1,15 +1,21 @@
-//! Sentence-pair classification as a training task (PAWS-X, XNLI): TSV data, a linear
+//! Sentence-pair classification as a training task (PAWS-X, XNLI): TSV or JSON Lines data, a linear
 //! classifier on the pooled pair, cross-entropy; evaluation by accuracy.
 
-use polyadapt::data::pairs::{read_pairs, PairExample};
+use std::collections::HashSet;
+use std::path::Path;
+
+use polyadapt::data::formats::read_pair_data;
+use polyadapt::data::pairs::PairExample;
+use polyadapt::data::pseudo::self_training::class_probability;
+use polyadapt::data::pseudo::{pair_key, Examples, UNLABELLED};
 use polyadapt::data::squad::BadRecords;
-use polyadapt::data::sampling::sample_n;
+use polyadapt::data::sampling::{sample_n, sample_per_class};
 use polyadapt::data::tokenize::Tokens;
 use polyadapt::data::{EncodedBatch, TextTokenizer};
 use polyadapt::engine::autograd::{ParamStore, Tape, Var};
 use polyadapt::engine::ops;
 use polyadapt::models::heads::{ClassifierHead, Pooling};
-use polyadapt::Result;
+use polyadapt::{Error, Result};
 
 use super::config::TaskConfig;
 use super::task::{data_name, report_skipped, same_file, Ctx, EvalScore, Task};
@@ -32,20 +38,32 @@ pub struct PairTask {
     train: Encoded,
     evals: Vec<(String, Option<String>, Encoded)>,
     pad_id: u32,
+    /// For pseudo-data: the sampled training pairs, the labels, the length limit, the
+    /// evaluated keys.
+    examples: Vec<PairExample>,
+    labels: Vec<String>,
+    max_len: usize,
+    evaluated: HashSet<String>,
 }
 
 impl PairTask {
     #[allow(clippy::too_many_arguments)]
     pub fn load(cfg: &TaskConfig, tok: &TextTokenizer, max_len: usize, seed: u64, store: &mut ParamStore, hidden: usize, bad: BadRecords) -> Result<PairTask> {
-        let set = read_pairs(&cfg.train.path, &cfg.labels, bad)?;
+        let set = read_pair_data(&cfg.train.path, &cfg.labels, bad)?;
         report_skipped(&cfg.train.path, &set.skipped);
         let n = set.examples.len();
-        let split = sample_n(n, if cfg.train.sample > 0 { cfg.train.sample } else { n }, seed)?;
+        let split = if cfg.train.per_class > 0 {
+            let labels: Vec<usize> = set.examples.iter().map(|e| e.label).collect();
+            sample_per_class(&labels, cfg.train.per_class, cfg.train.seed.unwrap_or(seed)).map_err(|e| e.context(format!("task `{}`: {}", cfg.name, cfg.train.path.display())))?
+        } else {
+            sample_n(n, if cfg.train.sample > 0 { cfg.train.sample } else { n }, cfg.train.seed.unwrap_or(seed))?
+        };
         let picked: Vec<PairExample> = split.train.iter().map(|&i| set.examples[i].clone()).collect();
         let train = encode(tok, &picked, max_len)?;
         let mut evals = Vec::new();
+        let mut evaluated = HashSet::new();
         for e in &cfg.eval {
-            let eval_set = read_pairs(&e.path, &cfg.labels, bad)?;
+            let eval_set = read_pair_data(&e.path, &cfg.labels, bad)?;
             report_skipped(&e.path, &eval_set.skipped);
             let mut examples = eval_set.examples;
             if same_file(&e.path, &cfg.train.path) {
@@ -53,7 +71,7 @@ impl PairTask {
                 examples = split.rest.iter().map(|&i| set.examples[i].clone()).collect();
             }
             if e.sample > 0 && e.sample < examples.len() {
-                let mut keep = sample_n(examples.len(), e.sample, seed ^ 0xe7a1)?.train;
+                let mut keep = sample_n(examples.len(), e.sample, e.seed.unwrap_or(seed) ^ 0xe7a1)?.train;
                 keep.sort_unstable();
                 examples = keep.into_iter().map(|i| examples[i].clone()).collect();
             }
@@ -64,10 +82,22 @@ impl PairTask {
                     e.path.display()
                 )));
             }
+            evaluated.extend(examples.iter().map(pair_key));
             evals.push((data_name(e), e.lang.clone(), encode(tok, &examples, max_len)?));
         }
         let head = ClassifierHead::new(store, hidden, cfg.labels.len(), Pooling::First, seed)?;
-        Ok(PairTask { name: cfg.name.clone(), weight: cfg.weight, head, train, evals, pad_id: tok.pad_id() })
+        Ok(PairTask {
+            name: cfg.name.clone(),
+            weight: cfg.weight,
+            head,
+            train,
+            evals,
+            pad_id: tok.pad_id(),
+            examples: picked,
+            labels: cfg.labels.clone(),
+            max_len,
+            evaluated,
+        })
     }
 
     fn logits(&self, ctx: &mut Ctx<'_>, tape: &mut Tape, data: &Encoded, items: &[usize]) -> Result<(Var, usize)> {
@@ -116,8 +146,57 @@ impl Task for PairTask {
             }
             let count = data.labels.len();
             let accuracy = if count == 0 { 0.0 } else { 100.0 * correct as f64 / count as f64 };
-            out.push(EvalScore { task: self.name.clone(), set: name.clone(), lang: lang.clone(), count, metrics: [("accuracy".to_string(), accuracy)].into_iter().collect() });
+            out.push(EvalScore { task: self.name.clone(), set: name.clone(), lang: lang.clone(), count, metrics: [("accuracy".to_string(), accuracy)].into_iter().collect(), predictions: None });
         }
         Ok(out)
+    }
+
+    fn real_examples(&self) -> Examples {
+        Examples::Pair(self.examples.clone())
+    }
+
+    fn evaluated_keys(&self) -> &HashSet<String> {
+        &self.evaluated
+    }
+
+    fn read_unlabelled(&self, path: &Path, bad: BadRecords) -> Result<Examples> {
+        let set = read_pair_data(path, &self.labels, bad)?;
+        report_skipped(path, &set.skipped);
+        Ok(Examples::Pair(set.examples).without_labels())
+    }
+
+    fn extend_train(&mut self, tok: &TextTokenizer, examples: &Examples) -> Result<usize> {
+        let Examples::Pair(examples) = examples else {
+            return Err(Error::Usage(format!("task `{}` is classification: QA examples cannot join it", self.name)));
+        };
+        if let Some(e) = examples.iter().find(|e| e.label >= self.labels.len()) {
+            let what = if e.label == UNLABELLED { "no label".to_string() } else { format!("label {}", e.label) };
+            return Err(Error::Usage(format!("task `{}`: a pseudo example (line {}) has {what}, not one of {} classes", self.name, e.line, self.labels.len())));
+        }
+        let more = encode(tok, examples, self.max_len)?;
+        self.train.tokens.extend(more.tokens);
+        self.train.labels.extend(more.labels);
+        Ok(examples.len())
+    }
+
+    fn pseudo_label(&self, ctx: &mut Ctx<'_>, tok: &TextTokenizer, examples: &Examples, batch: usize) -> Result<(Examples, Vec<Option<f32>>)> {
+        let Examples::Pair(examples) = examples else {
+            return Err(Error::Usage(format!("task `{}` is classification: it cannot label QA examples", self.name)));
+        };
+        let data = encode(tok, examples, self.max_len)?;
+        let (mut labelled, mut confidence) = (Vec::new(), Vec::new());
+        let all: Vec<usize> = (0..examples.len()).collect();
+        for chunk in all.chunks(batch.max(1)) {
+            let mut tape = Tape::no_grad();
+            let (logits, _) = self.logits(ctx, &mut tape, &data, chunk)?;
+            let v = logits.value().f32s();
+            let c = self.head.classes;
+            for (k, &i) in chunk.iter().enumerate() {
+                let label = class_probability(&v[k * c..(k + 1) * c]);
+                confidence.push(label.map(|l| l.1));
+                labelled.push(PairExample { label: label.map_or(UNLABELLED, |l| l.0), ..examples[i].clone() });
+            }
+        }
+        Ok((Examples::Pair(labelled), confidence))
     }
 }

@@ -20,8 +20,9 @@ const FONT_CANDIDATES: &[&str] = &[
     "/usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf",
 ];
 
-/// Registers a font for plotters once; false when none was found.
-fn font_ready() -> bool {
+/// Registers a font for plotters once (as "sans-serif"); false when none was found. The
+/// report's plots use it too.
+pub(crate) fn font_ready() -> bool {
     static READY: OnceLock<bool> = OnceLock::new();
     *READY.get_or_init(|| {
         let env = std::env::var("POLYADAPT_FONT").ok();

@@ -17,6 +17,7 @@ use polyadapt::{Error, Result};
 use super::align::Alignment;
 use super::config::Config;
 use super::pair::PairTask;
+use super::pseudo::{self, Pseudo, SetupParts};
 use super::qa::QaTask;
 use super::task::Task;
 
@@ -33,6 +34,8 @@ pub struct Setup {
     pub optim: AdamW,
     pub schedule: Schedule,
     pub total_steps: usize,
+    /// `[pseudo]`, when its ratio makes any.
+    pub pseudo: Option<Pseudo>,
 }
 
 pub fn setup(cfg: Config) -> Result<Setup> {
@@ -91,5 +94,13 @@ pub fn setup(cfg: Config) -> Result<Setup> {
     };
     let schedule = Schedule { warmup_steps: o.warmup_steps as u64, total_steps: total_steps as u64, decay, min_lr_ratio: 0.0 };
     schedule.validate()?;
-    Ok(Setup { cfg, model_dir, model, store, hooks, tasks, align, reg, optim, schedule, total_steps })
+    // Last, so that epochs count the real examples and the tokenizer can go to self-training.
+    let pseudo = match &cfg.pseudo {
+        Some(p) => {
+            let parts = SetupParts { model: &model, store: &store, tasks: &mut tasks, seed, batch_size: cfg.run.batch_size, total_steps, bad };
+            pseudo::build(p, parts, tok)?
+        }
+        None => None,
+    };
+    Ok(Setup { cfg, model_dir, model, store, hooks, tasks, align, reg, optim, schedule, total_steps, pseudo })
 }

@@ -1,11 +1,12 @@
 //! What every training task provides to the loop, and the model context it runs in.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 
 use serde::Serialize;
 
-use polyadapt::data::EncodedBatch;
+use polyadapt::data::pseudo::Examples;
+use polyadapt::data::{EncodedBatch, TextTokenizer};
 use polyadapt::engine::autograd::{ParamStore, Tape, Var};
 use polyadapt::models::bert::{BertModel, ForwardOptions};
 use polyadapt::models::hooks::LayerHooks;
@@ -46,6 +47,10 @@ pub struct EvalScore {
     pub lang: Option<String>,
     pub count: usize,
     pub metrics: BTreeMap<String, f64>,
+    /// QA: the predicted answer of each question id, written to the run's `predictions/` at
+    /// the end so `engine-train score` can re-score them (not part of results.json).
+    #[serde(skip)]
+    pub predictions: Option<BTreeMap<String, String>>,
 }
 
 pub trait Task {
@@ -58,6 +63,20 @@ pub trait Task {
     fn loss(&self, ctx: &mut Ctx<'_>, tape: &mut Tape, items: &[usize]) -> Result<(Var, usize)>;
     /// Scores on every evaluation set, `batch` sequences per forward pass.
     fn evaluate(&self, ctx: &mut Ctx<'_>, batch: usize) -> Result<Vec<EvalScore>>;
+
+    // Pseudo-data (data/pseudo, cli/train/pseudo.rs).
+
+    /// The real training examples sampled for the run, as text.
+    fn real_examples(&self) -> Examples;
+    /// Keys (`Examples::key`) of every example an evaluation set of the task holds.
+    fn evaluated_keys(&self) -> &HashSet<String>;
+    /// Reads unlabelled examples of this task's format from `path` (labels dropped).
+    fn read_unlabelled(&self, path: &Path, bad: polyadapt::data::squad::BadRecords) -> Result<Examples>;
+    /// Appends labelled examples to the training data; returns the training items added.
+    fn extend_train(&mut self, tok: &TextTokenizer, examples: &Examples) -> Result<usize>;
+    /// The model's label of each example (labels in `examples` ignored): the labelled copies
+    /// and each one's confidence, `None` where the model gives no label.
+    fn pseudo_label(&self, ctx: &mut Ctx<'_>, tok: &TextTokenizer, examples: &Examples, batch: usize) -> Result<(Examples, Vec<Option<f32>>)>;
 }
 
 /// The name of a data set in reports: its `name`, else the file name.

@@ -31,6 +31,9 @@ pub struct Trainer {
     pub s: Setup,
     pub run_dir: PathBuf,
     orders: Vec<Order>,
+    /// Stream position at which each task's order starts (non-zero once self-training has
+    /// grown its data: the grown set is visited in a fresh order from there).
+    order_start: Vec<usize>,
     align_order: Option<Order>,
     log: MetricsLog,
 }
@@ -50,7 +53,23 @@ impl Trainer {
         let orders = s.tasks.iter().enumerate().map(|(j, t)| Order::new(t.train_len(), seed, ORDER_STREAM + j as u64)).collect();
         let align_order = s.align.as_ref().map(|a| Order::new(a.len(), seed, ORDER_STREAM + 0x100));
         let log = MetricsLog::open(&run_dir, start)?;
-        Ok(Trainer { s, run_dir, orders, align_order, log })
+        let order_start = vec![0; s.tasks.len()];
+        let mut t = Trainer { s, run_dir, orders, order_start, align_order, log };
+        if let Some((j, after)) = super::pseudo::resume(&mut t.s, &t.run_dir, start)? {
+            t.restart_order(j, after);
+        }
+        Ok(t)
+    }
+
+    /// Task `j`'s training data changed before step `step`: from there, a fresh order over it.
+    /// (Unchanged data keeps its order: self-training that keeps nothing changes nothing.)
+    fn restart_order(&mut self, j: usize, step: usize) {
+        let len = self.s.tasks[j].train_len();
+        if len == self.orders[j].len() {
+            return;
+        }
+        self.orders[j] = Order::new(len, self.s.cfg.run.seed, ORDER_STREAM + 0x200 + j as u64);
+        self.order_start[j] = step * self.s.cfg.run.grad_accum * self.micro_batch();
     }
 
     fn micro_batch(&self) -> usize {
@@ -70,7 +89,7 @@ impl Trainer {
             let mut tape = Tape::new();
             let mut terms: Vec<Var> = Vec::new();
             for (j, task) in self.s.tasks.iter().enumerate() {
-                let items = self.orders[j].items(position, mb);
+                let items = self.orders[j].items(position - self.order_start[j], mb);
                 let mut ctx = Ctx {
                     model: &self.s.model,
                     store: &self.s.store,
@@ -134,6 +153,10 @@ impl Trainer {
         let (mut tokens_all, mut last) = (0usize, None);
         let run = self.s.cfg.run.clone();
         for step in start..total {
+            if super::pseudo::due(&self.s, step) {
+                let j = super::pseudo::self_train(&mut self.s, &self.run_dir)?;
+                self.restart_order(j, step);
+            }
             let t0 = Instant::now();
             let (mut m, tokens) = self.step(step)?;
             let dt = t0.elapsed().as_secs_f64().max(1e-9);

@@ -16,6 +16,7 @@ pub mod gemm;
 pub mod norm;
 pub mod pooling;
 pub mod reduce;
+pub mod rope;
 pub mod rows;
 pub mod segment_ce;
 pub mod softmax;

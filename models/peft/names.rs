@@ -22,6 +22,8 @@ pub fn module_path(proj: Proj) -> &'static str {
         Proj::Output => "attention.output.dense",
         Proj::FfnIn => "intermediate.dense",
         Proj::FfnOut => "output.dense",
+        // BERT has no gated feed-forward; this is LLaMA's module, for decoders.
+        Proj::FfnGate => "mlp.gate_proj",
     }
 }
 
@@ -54,7 +56,7 @@ pub fn weight_name(layer: usize, proj: Proj) -> String {
 pub fn proj_dims(c: &BertConfig, proj: Proj) -> (usize, usize) {
     let (h, f) = (c.hidden_size, c.intermediate_size);
     match proj {
-        Proj::FfnIn => (h, f),
+        Proj::FfnIn | Proj::FfnGate => (h, f),
         Proj::FfnOut => (f, h),
         _ => (h, h),
     }

@@ -1,0 +1,61 @@
+//! `engine-train hidden` on a decoder (LLaMA family, from a directory or a GGUF file): hidden
+//! states in transformers' `output_hidden_states` numbering (0 = embeddings, N = last layer
+//! after the final norm) and, with `--logits`, the logits of every token.
+
+use std::collections::BTreeMap;
+
+use polyadapt::data::text::read_lines;
+use polyadapt::engine::autograd::{ParamStore, Tape};
+use polyadapt::models::bert::LoadOptions;
+use polyadapt::models::hooks::NoHooks;
+use polyadapt::models::llama::{load_tokenizer, DecoderOptions, LlamaModel, Logits, ModelPath};
+use polyadapt::models::weights::{write_safetensors, TensorData};
+use polyadapt::{Error, Result};
+
+use super::hidden::{parse_layers, print_summary, Args};
+
+pub fn run(args: &Args, path: &ModelPath, load: LoadOptions) -> Result<()> {
+    if args.adapter.is_some() {
+        return Err(Error::Usage("--adapter: adapters on decoders are not supported yet".into()));
+    }
+    let mut store = ParamStore::new();
+    let model = LlamaModel::load(path.path(), &mut store, load)?;
+    let tokenizer = load_tokenizer(path, &model.config)?;
+    let layers = parse_layers(&args.layers, model.num_layers())?;
+    let texts = read_lines(&args.texts)?;
+    let batch = tokenizer.encode_batch(&texts, model.max_tokens())?;
+    let mut tape = Tape::no_grad();
+    let opts = DecoderOptions { layers, logits: if args.logits { Logits::All } else { Logits::None }, ..Default::default() };
+    let out = model.forward(&mut tape, &store, &batch, &NoHooks, &opts, None)?;
+    let mut padded = Vec::with_capacity(out.hidden.len());
+    for (l, h) in &out.hidden {
+        padded.push((*l, out.padded(&mut tape, h)?.into_value()));
+    }
+    let logits = match &out.logits {
+        Some(l) => Some(out.padded_real(&mut tape, l)?.into_value()),
+        None => None,
+    };
+    if let Some(file) = &args.out {
+        let ids: Vec<i64> = batch.ids.iter().map(|&v| v as i64).collect();
+        let mask: Vec<i64> = batch.mask.iter().map(|&v| v as i64).collect();
+        let mut tensors = vec![
+            ("input_ids".to_string(), TensorData::i64(ids, &[batch.batch, batch.len])),
+            ("attention_mask".to_string(), TensorData::i64(mask, &[batch.batch, batch.len])),
+        ];
+        for (l, h) in &padded {
+            tensors.push((format!("hidden.{l}"), TensorData::from_tensor(h)));
+        }
+        if let Some(l) = &logits {
+            tensors.push(("logits".to_string(), TensorData::from_tensor(l)));
+        }
+        let meta: BTreeMap<String, String> = [("model".to_string(), path.display())].into_iter().collect();
+        write_safetensors(file, &tensors, &meta)?;
+    }
+    if !args.quiet {
+        print_summary(&texts, &batch, &tokenizer, &padded, model.config.hidden_size);
+        if let Some(file) = &args.out {
+            println!("wrote {}", file.display());
+        }
+    }
+    Ok(())
+}
