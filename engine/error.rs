@@ -51,6 +51,11 @@ pub enum Error {
     #[error("{0}")]
     Usage(String),
 
+    /// A compute device (a CUDA GPU, or the host shim that runs the CUDA kernels on the CPU)
+    /// refused or failed an operation: allocation, copy, module load, kernel launch.
+    #[error("{device}: {msg}")]
+    Device { device: String, msg: String },
+
     /// An error with a sentence of context on top.
     #[error("{context}")]
     Context {
@@ -83,6 +88,10 @@ impl Error {
 
     pub fn shape(op: &'static str, msg: impl Into<String>) -> Self {
         Error::Shape { op, msg: msg.into() }
+    }
+
+    pub fn device(device: impl Into<String>, msg: impl Into<String>) -> Self {
+        Error::Device { device: device.into(), msg: msg.into() }
     }
 
     /// Wraps `self` under a sentence of context.

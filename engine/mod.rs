@@ -7,11 +7,15 @@
 //! - [`autograd`]: parameters (trainable or frozen) and the tape that records an operation only
 //!   when a trainable parameter is upstream of it.
 //! - [`ops`]: the differentiable operations the models are built from.
+//! - `cuda` (feature `cuda`): the CUDA backend, hand-written kernels launched through cudarc,
+//!   and (feature `cuda-shim`) the host shim that runs the same kernels on the CPU.
 //! - [`optim`]: AdamW, learning-rate schedules and gradient clipping, matching torch and
 //!   transformers bit for bit.
 
 pub mod autograd;
 pub mod cpu;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 pub mod error;
 pub mod memory;
 pub mod ops;
