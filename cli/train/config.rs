@@ -136,8 +136,10 @@ impl Default for OptimConfig {
 #[serde(deny_unknown_fields)]
 pub struct TaskConfig {
     pub name: String,
-    /// `qa` (extractive; SQuAD JSON or JSON Lines data) or `pair` (sentence-pair
-    /// classification; TSV or JSON Lines); see `data::formats`.
+    /// `qa` (extractive; SQuAD JSON or JSON Lines data), `pair` (sentence-pair
+    /// classification; TSV or JSON Lines) or `gen` (instruction tuning of a decoder;
+    /// Super-NaturalInstructions task files or generation JSON Lines, options in `[tasks.gen]`);
+    /// see `data::formats`.
     pub kind: String,
     #[serde(default = "default_one")]
     pub weight: f32,
@@ -147,6 +149,10 @@ pub struct TaskConfig {
     /// Classification only: the labels, in order.
     #[serde(default)]
     pub labels: Vec<String>,
+    /// Generation only: prompt format, split, decoding and metrics (`[tasks.gen]`; defaults
+    /// when absent).
+    #[serde(default)]
+    pub gen: Option<super::gen_data::GenConfig>,
 }
 
 fn default_one() -> f32 {
@@ -276,7 +282,15 @@ impl Config {
             return err("tasks", "at least one task is needed".into());
         }
         for (i, t) in self.tasks.iter().enumerate() {
-            one_of(&format!("tasks[{i}].kind"), &t.kind, &["qa", "pair"])?;
+            one_of(&format!("tasks[{i}].kind"), &t.kind, &["qa", "pair", "gen"])?;
+            match (&t.gen, t.kind.as_str()) {
+                (Some(g), "gen") => g.validate(path, &format!("tasks[{i}].gen"))?,
+                (Some(_), kind) => return err(&format!("tasks[{i}].gen"), format!("generation options given to a `{kind}` task")),
+                _ => {}
+            }
+            if t.kind == "gen" && self.pseudo.is_some() {
+                return err("pseudo", "pseudo-data is made for qa and pair tasks; this run has a gen task".into());
+            }
             if t.kind == "pair" && t.labels.len() < 2 {
                 return err(&format!("tasks[{i}].labels"), "a classification task needs at least two labels".into());
             }

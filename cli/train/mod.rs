@@ -3,12 +3,14 @@
 //!
 //! A run directory holds `config.toml` (the resolved configuration), `metrics.jsonl`,
 //! `checkpoints/step-<N>/`, `evals.jsonl` (evaluations during training), and at the end
-//! `adapter/` (the adapter in peft's format, one folder per method), `results.json` and
-//! `loss.png`.
+//! `adapter/` (the adapter in peft's format, one folder per method; `CAUSAL_LM` for a decoder,
+//! loadable onto transformers' `LlamaForCausalLM`), `results.json` and `loss.png`.
 
 mod align;
 mod checkpoint;
 pub(crate) mod config;
+mod gen;
+pub(crate) mod gen_data;
 mod metrics;
 mod order;
 mod pair;
@@ -186,8 +188,12 @@ fn save_adapter(s: &setup::Setup, run_dir: &Path) -> Result<()> {
     let qa = s.cfg.tasks.iter().any(|t| t.kind == "qa");
     let mut saved_heads = Vec::new();
     if !s.hooks.is_empty() {
-        let opts = if qa { SaveOptions::question_answering(&s.model.config, base) } else { SaveOptions::encoder(base) };
-        peft::save(&dir, &s.hooks, &s.store, &s.model.config, &opts)?;
+        let opts = match &s.model {
+            task::Backbone::Decoder(_) => SaveOptions::causal_lm(base),
+            task::Backbone::Encoder(m) if qa => SaveOptions::question_answering(&m.config, base),
+            task::Backbone::Encoder(_) => SaveOptions::encoder(base),
+        };
+        peft::save(&dir, &s.hooks, &s.store, s.model.arch(), &opts)?;
         saved_heads = opts.modules_to_save.iter().map(|m| format!("{m}.")).collect();
     }
     // Everything else that trained (fine-tuned backbone tensors, heads peft did not take).

@@ -154,6 +154,7 @@ impl Task for QaTask {
                 lang: set.lang.clone(),
                 count: scores.count,
                 metrics: [("exact_match".to_string(), scores.exact_match), ("f1".to_string(), scores.f1)].into_iter().collect(),
+                samples: None,
             });
         }
         Ok(out)

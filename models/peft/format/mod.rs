@@ -26,6 +26,7 @@ use crate::engine::autograd::ParamStore;
 use crate::engine::error::{Error, Result};
 use crate::engine::tensor::Tensor;
 use crate::models::config::{BertConfig, ModelType};
+use crate::models::peft::arch::Arch;
 use crate::models::peft::Adaptation;
 use crate::models::weights::{write_safetensors, TensorData};
 use files::{AdapterFile, CONFIG_FILE, PROMPT_BASE, TUNER_BASE, WEIGHTS_FILE};
@@ -41,7 +42,7 @@ pub const METHOD_DIRS: [&str; 4] = ["lora", "prefix", "prompt", "adapter"];
 #[derive(Clone, Debug, PartialEq)]
 pub struct SaveOptions {
     /// Where the backbone sits in the task model: `""` (a plain `BertModel`), `bert.`
-    /// (`BertFor...`), `roberta.` (`XLMRobertaFor...`).
+    /// (`BertFor...`), `roberta.` (`XLMRobertaFor...`), `model.` (`LlamaForCausalLM`).
     pub model_prefix: String,
     /// peft's `task_type`: `FEATURE_EXTRACTION`, `QUESTION_ANS`, `SEQ_CLS`, ...
     pub task_type: Option<String>,
@@ -72,6 +73,12 @@ impl SaveOptions {
         }
     }
 
+    /// For a decoder as transformers' `LlamaForCausalLM` (peft's `CAUSAL_LM`): the layers
+    /// under `model.`, no task head (the output projection is the model's own).
+    pub fn causal_lm(base_model: impl Into<String>) -> SaveOptions {
+        SaveOptions { model_prefix: "model.".into(), task_type: Some("CAUSAL_LM".into()), base_model: base_model.into(), modules_to_save: Vec::new() }
+    }
+
     pub(crate) fn modules_to_save_json(&self) -> Value {
         if self.modules_to_save.is_empty() {
             Value::Null
@@ -98,9 +105,12 @@ pub(crate) mod head_keys {
     }
 }
 
-/// Saves every module of `adaptation` (and the heads of `opts.modules_to_save`) under `dir`.
-/// Files of methods not in `adaptation` left by an earlier save are removed.
-pub fn save(dir: &Path, adaptation: &Adaptation, store: &ParamStore, model: &BertConfig, opts: &SaveOptions) -> Result<()> {
+/// Saves every module of `adaptation` (and the heads of `opts.modules_to_save`) under `dir`;
+/// `model` is the backbone's config (`&BertConfig`, `&LlamaConfig`) or [`Arch`]. Files of
+/// methods not in `adaptation` left by an earlier save are removed.
+pub fn save(dir: &Path, adaptation: &Adaptation, store: &ParamStore, model: impl Into<Arch>, opts: &SaveOptions) -> Result<()> {
+    let model: Arch = model.into();
+    let model = &model;
     let methods = adaptation.methods();
     if methods.is_empty() {
         return Err(Error::Usage(format!("saving an adapter to {}: no adaptation module to save", dir.display())));
@@ -119,7 +129,7 @@ pub fn save(dir: &Path, adaptation: &Adaptation, store: &ParamStore, model: &Ber
     for m in &methods {
         let (config, mut tensors, base) = match *m {
             "lora" => {
-                let (c, t) = lora::to_peft(adaptation.lora.as_ref().expect("listed"), store, opts, model.num_hidden_layers);
+                let (c, t) = lora::to_peft(adaptation.lora.as_ref().expect("listed"), store, opts, model);
                 (c, t, TUNER_BASE)
             }
             "prefix" => {
@@ -196,8 +206,11 @@ pub fn adapter_folders(dir: &Path) -> Result<Vec<std::path::PathBuf>> {
 }
 
 /// Loads the adapter(s) in `dir` (one adapter, or one per method folder) onto a model with
-/// config `model`, adding their parameters to `store` (trainable or frozen).
-pub fn load(dir: &Path, store: &mut ParamStore, model: &BertConfig, trainable: bool) -> Result<LoadedAdapter> {
+/// config `model` (`&BertConfig`, `&LlamaConfig` or [`Arch`]), adding their parameters to
+/// `store` (trainable or frozen).
+pub fn load(dir: &Path, store: &mut ParamStore, model: impl Into<Arch>, trainable: bool) -> Result<LoadedAdapter> {
+    let model: Arch = model.into();
+    let model = &model;
     if !dir.is_dir() {
         return Err(Error::format(dir, "not an adapter directory"));
     }
