@@ -2,6 +2,9 @@
 //! JSON Lines read back to the same examples; every kind of bad line is an error naming the
 //! file, the line and the field; `--skip-bad` counts and describes the bad lines.
 
+mod common;
+use common::shared_data;
+
 use std::path::{Path, PathBuf};
 
 use polyadapt::data::formats::{detect_format, read_gen_data, read_pair_data, read_qa_data, DataFormat};
@@ -10,9 +13,6 @@ use polyadapt::data::pairs::read_pairs;
 use polyadapt::data::squad::{read_squad, BadRecords, QaExample};
 use serde_json::json;
 
-fn shared_data() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data")
-}
 
 fn temp_dir(tag: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("polyadapt-jsonl-{tag}-{}", std::process::id()));
@@ -32,10 +32,11 @@ fn labels() -> Vec<String> {
 
 #[test]
 fn real_qa_data_round_trips_through_jsonl_in_both_answer_forms() {
+    let Some(data) = shared_data() else { return };
     let dir = temp_dir("qa");
     // German and Hindi: offsets are characters, and most characters here are several bytes.
     for lang in ["de", "hi"] {
-        let squad = read_squad(&shared_data().join(format!("xquad/xquad.{lang}.json")), BadRecords::Error).unwrap();
+        let squad = read_squad(&data.join(format!("xquad/xquad.{lang}.json")), BadRecords::Error).unwrap();
         let lines: Vec<String> = squad.examples.iter().map(qa_line).collect();
         let path = dir.join(format!("{lang}.jsonl"));
         std::fs::write(&path, lines.join("\n") + "\n").unwrap();
@@ -59,8 +60,8 @@ fn real_qa_data_round_trips_through_jsonl_in_both_answer_forms() {
         assert_eq!(read_qa_data(&path, BadRecords::Error).unwrap().examples, squad.examples, "{lang} columns");
     }
     // SQuAD files, one-line (TyDiQA) and pretty-printed (XQuAD), still go to the SQuAD reader.
-    let tydi = shared_data().join("tydiqa/tydiqa-goldp-v1.1-dev/tydiqa.goldp.sw.dev.json");
-    let xquad = shared_data().join("xquad/xquad.en.json");
+    let tydi = data.join("tydiqa/tydiqa-goldp-v1.1-dev/tydiqa.goldp.sw.dev.json");
+    let xquad = data.join("xquad/xquad.en.json");
     for p in [&tydi, &xquad] {
         assert_eq!(detect_format(p, &std::fs::read(p).unwrap()), DataFormat::JsonDocument, "{}", p.display());
         assert_eq!(read_qa_data(p, BadRecords::Skip).unwrap().examples, read_squad(p, BadRecords::Skip).unwrap().examples);
@@ -69,8 +70,9 @@ fn real_qa_data_round_trips_through_jsonl_in_both_answer_forms() {
 
 #[test]
 fn real_pairs_round_trip_through_jsonl_and_the_format_is_chosen_by_content() {
+    let Some(data) = shared_data() else { return };
     let dir = temp_dir("pairs");
-    let tsv = shared_data().join("pawsx/dev-de.tsv");
+    let tsv = data.join("pawsx/dev-de.tsv");
     let set = read_pairs(&tsv, &labels(), BadRecords::Error).unwrap();
     assert!(set.examples.len() > 1000);
     let lines: Vec<String> = set

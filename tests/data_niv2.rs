@@ -2,6 +2,9 @@
 //! files list tasks that are there; the seeded 8:2 split with a training cap; broken task files
 //! written here are errors naming the file, the record and the field, or skipped and counted.
 
+mod common;
+use common::shared_data;
+
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
@@ -10,12 +13,13 @@ use polyadapt::data::niv2::{parse_task, read_task, read_task_names, split_instan
 use polyadapt::data::squad::BadRecords;
 use serde_json::json;
 
-fn niv2() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/niv2")
+/// The Super-NaturalInstructions tasks of the benchmark data, or None (skipped, saying so).
+fn niv2() -> Option<PathBuf> {
+    shared_data().map(|d| d.join("niv2"))
 }
 
-fn all_task_files() -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(niv2().join("tasks"))
+fn all_task_files(niv2: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(niv2.join("tasks"))
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|e| e == "json"))
@@ -26,7 +30,8 @@ fn all_task_files() -> Vec<PathBuf> {
 
 #[test]
 fn every_real_task_file_loads() {
-    let files = all_task_files();
+    let Some(niv2) = niv2() else { return };
+    let files = all_task_files(&niv2);
     assert_eq!(files.len(), 185, "the data README lists 185 task files");
     let mut tasks = std::collections::HashMap::new();
     for f in &files {
@@ -51,13 +56,14 @@ fn every_real_task_file_loads() {
 
 #[test]
 fn split_files_name_tasks_that_are_here() {
-    let default = read_task_names(&niv2().join("splits/default/test_tasks.txt")).unwrap();
-    let xlingual = read_task_names(&niv2().join("splits/xlingual/test_tasks.txt")).unwrap();
+    let Some(niv2) = niv2() else { return };
+    let default = read_task_names(&niv2.join("splits/default/test_tasks.txt")).unwrap();
+    let xlingual = read_task_names(&niv2.join("splits/xlingual/test_tasks.txt")).unwrap();
     assert_eq!((default.len(), xlingual.len()), (92, 2));
     // The files have trailing spaces and no final newline: names come back clean.
     assert!(default.iter().chain(&xlingual).all(|n| n.starts_with("task") && !n.contains(char::is_whitespace)));
     assert_eq!(xlingual, ["task1239_ted_translation_gl_ja", "task1435_ro_sts_parallel_language_translation_ro_to_en"]);
-    let tasks = niv2().join("tasks");
+    let tasks = niv2.join("tasks");
     let present = |n: &str| task_path(&tasks, n).exists() || task_path(&tasks, &format!("testset_{n}")).exists();
     let found = default.iter().filter(|n| present(n)).count();
     assert!(found >= 88, "only {found} of the default split's test tasks are here");
@@ -72,7 +78,8 @@ fn split_files_name_tasks_that_are_here() {
 
 #[test]
 fn instances_split_eight_to_two_under_a_training_cap() {
-    let task = read_task(&task_path(&niv2().join("tasks"), "task1239_ted_translation_gl_ja"), BadRecords::Error).unwrap();
+    let Some(niv2) = niv2() else { return };
+    let task = read_task(&task_path(&niv2.join("tasks"), "task1239_ted_translation_gl_ja"), BadRecords::Error).unwrap();
     let s = task.split(0.8, Some(400), 7).unwrap();
     assert_eq!((s.train.len(), s.test.len()), (400, 100));
     let train: HashSet<usize> = s.train.iter().copied().collect();

@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use common::shared_data;
 use std::sync::OnceLock;
 
 use proptest::prelude::*;
@@ -231,17 +231,6 @@ proptest! {
 }
 
 /// `../shared/data` (or `POLYADAPT_DATA`), when this machine has it.
-fn shared_data() -> Option<PathBuf> {
-    let dir = std::env::var_os("POLYADAPT_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data"));
-    if dir.is_dir() {
-        Some(dir)
-    } else {
-        eprintln!("skipped: no real data at {} (the committed fixtures cover the same code)", dir.display());
-        None
-    }
-}
 
 #[test]
 fn real_xquad_en_keeps_every_answer_in_a_window() {

@@ -5,6 +5,7 @@
 mod common;
 
 use std::path::{Path, PathBuf};
+use common::shared_data;
 
 use polyadapt::data::squad::{parse_squad, read_squad, BadRecords, QaExample};
 
@@ -167,17 +168,6 @@ fn skip_bad_counts_and_describes_every_skipped_record() {
 }
 
 /// `../shared/data` (or `POLYADAPT_DATA`), when this machine has it.
-fn shared_data() -> Option<PathBuf> {
-    let dir = std::env::var_os("POLYADAPT_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data"));
-    if dir.is_dir() {
-        Some(dir)
-    } else {
-        eprintln!("skipped: no real data at {} (the committed fixtures cover the same code)", dir.display());
-        None
-    }
-}
 
 fn load(path: &Path) -> Vec<QaExample> {
     let set = read_squad(path, BadRecords::Error).unwrap_or_else(|e| panic!("{}", e.chain()));

@@ -7,9 +7,8 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
 
-use common::{fixtures_dir, real_model};
+use common::{fixtures_dir, real_model, shared_data};
 use polyadapt::data::pairs::read_pairs;
 use polyadapt::data::pseudo::code_switch::align_texts;
 use polyadapt::data::pseudo::simalign::{cosine_matrix, mutual_argmax, word_vectors};
@@ -114,15 +113,6 @@ fn names_and_numbers_align_in_hand_written_parallel_sentences() {
 }
 
 /// `../shared/data` (or `POLYADAPT_DATA`), when this machine has it.
-fn shared_data() -> Option<PathBuf> {
-    let dir = std::env::var_os("POLYADAPT_DATA").map(PathBuf::from).unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data"));
-    if dir.is_dir() {
-        Some(dir)
-    } else {
-        eprintln!("skipped: no real data at {} (the committed fixtures cover the same code)", dir.display());
-        None
-    }
-}
 
 #[test]
 fn names_and_numbers_align_in_real_xquad_questions_and_pawsx_sentences() {

@@ -194,7 +194,11 @@ fn configuration_mistakes_name_the_key() {
         (good.replace("kind = \"qa\"", "kind = \"qaa\""), vec![], "tasks[0].kind"),
         (good.clone(), vec!["--set", "run.batch_size=many"], "run.batch_size"),
         (good.clone(), vec!["--set", "optim.schedule=triangle"], "optim.schedule"),
+        (good.clone(), vec!["--set", "tasks[3].train.sample=2"], "tasks[3]"),
+        (good.clone(), vec!["--set", "tasks[0].eval[0].metric=bleu"], "tasks[0].eval[0].metric"),
         (good.replace("[model]", "[model]\nextra = 1"), vec![], "unknown field `extra`"),
+        (good.replace("lang = \"mixed\"", "lang = \"mixed\", metric = \"bleu\""), vec![], "tasks[0].eval[0].metric"),
+        (good.replace("lang = \"mixed\"", "lang = \"mixed\", metric = \"mlqa\""), vec![], "tasks[0].eval[0].metric"),
     ];
     for (i, (text, extra, needle)) in cases.into_iter().enumerate() {
         let cfg = write_config(&dir, &text);
@@ -231,4 +235,48 @@ fn a_malformed_record_stops_the_run_unless_skip_bad() {
     assert!(ok, "{err}");
     assert!(err.contains("qa_bad.json: skipped 1 malformed record"), "{err}");
     assert!(stdout.contains("[final] qa / small"), "{stdout}");
+}
+
+/// An evaluation set's `metric` picks the answer normalisation: the run's scores are those of
+/// the official SQuAD v1.1 or MLQA normalisation on the predictions the run writes.
+#[test]
+fn qa_evaluation_scores_its_predictions_with_the_chosen_normalisation() {
+    let Some(data) = shared_data() else { return };
+    let zh = data.join("mlqa/dev/dev-context-zh-question-zh.json");
+    let dir = temp_dir("metric");
+    let text = config(LORA_PREFIX, 1, 0).replace(
+        r#"eval = [{ name = "small","#,
+        &format!(
+            r#"eval = [{{ name = "zh-squad", path = "{zh}", lang = "zh", sample = 12, seed = 3 }},
+        {{ name = "zh-mlqa", path = "{zh}", lang = "zh", sample = 12, seed = 3 }}, {{ name = "small","#,
+            zh = zh.display()
+        ),
+    );
+    let cfg = write_config(&dir, &text);
+    let run = dir.join("run");
+    // Set through an array index, as a sweep sets it.
+    let (ok, _, err) = train(&["--config", cfg.to_str().unwrap(), "--out", run.to_str().unwrap(), "--set", "tasks[0].eval[1].metric=mlqa"]);
+    assert!(ok, "{err}");
+    let results: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("results.json")).unwrap()).unwrap();
+    let truths: std::collections::HashMap<String, Vec<String>> = polyadapt::data::squad::read_squad(&zh, polyadapt::data::squad::BadRecords::Error)
+        .unwrap()
+        .examples
+        .into_iter()
+        .map(|e| (e.id, e.answers.into_iter().map(|a| a.text).collect()))
+        .collect();
+    let mlqa = polyadapt::data::metrics::mlqa::MlqaNormalizer { lang: polyadapt::data::metrics::mlqa::MlqaLang::Zh };
+    let squad = polyadapt::data::metrics::squad::SquadV1Normalizer;
+    for (set, norm) in [("zh-squad", &squad as &dyn polyadapt::data::metrics::squad::AnswerNormalizer), ("zh-mlqa", &mlqa)] {
+        let preds: std::collections::BTreeMap<String, String> =
+            serde_json::from_str(&std::fs::read_to_string(run.join(format!("predictions/qa.{set}.json"))).unwrap()).unwrap();
+        assert_eq!(preds.len(), 12, "{set}");
+        let p: Vec<Option<&str>> = preds.values().map(|a| Some(a.as_str())).collect();
+        let t: Vec<Vec<String>> = preds.keys().map(|id| truths[id].clone()).collect();
+        let want = polyadapt::data::metrics::squad::evaluate_answered(&p, &t, norm).unwrap();
+        let got = results["eval"].as_array().unwrap().iter().find(|e| e["set"] == set).unwrap();
+        assert_eq!(got["metrics"]["f1"].as_f64().unwrap(), want.f1, "{set}");
+        assert_eq!(got["metrics"]["exact_match"].as_f64().unwrap(), want.exact_match, "{set}");
+    }
+    // The same predictions (same subset, same model), scored two ways.
+    assert_eq!(std::fs::read(run.join("predictions/qa.zh-squad.json")).unwrap(), std::fs::read(run.join("predictions/qa.zh-mlqa.json")).unwrap());
 }

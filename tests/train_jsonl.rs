@@ -12,9 +12,6 @@ use polyadapt::data::pairs::read_pairs;
 use polyadapt::data::squad::{read_squad, BadRecords, QaExample};
 use serde_json::json;
 
-fn shared_data() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data")
-}
 
 fn temp_dir(tag: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("polyadapt-train-jsonl-{tag}-{}", std::process::id()));
@@ -54,9 +51,9 @@ fn head(model: &str, steps: usize) -> String {
 }
 
 /// The first `n` questions of an XQuAD file, as a SQuAD file and as JSON Lines.
-fn write_qa(dir: &Path, lang: &str, n: usize) -> (PathBuf, PathBuf, Vec<QaExample>) {
+fn write_qa(data: &Path, dir: &Path, lang: &str, n: usize) -> (PathBuf, PathBuf, Vec<QaExample>) {
     let examples: Vec<QaExample> =
-        read_squad(&shared_data().join(format!("xquad/xquad.{lang}.json")), BadRecords::Error).unwrap().examples.into_iter().take(n).collect();
+        read_squad(&data.join(format!("xquad/xquad.{lang}.json")), BadRecords::Error).unwrap().examples.into_iter().take(n).collect();
     let paragraphs: Vec<_> = examples
         .iter()
         .map(|e| {
@@ -80,10 +77,11 @@ fn write_qa(dir: &Path, lang: &str, n: usize) -> (PathBuf, PathBuf, Vec<QaExampl
 
 #[test]
 fn a_qa_task_with_alignment_trains_the_same_from_jsonl_as_from_squad_json() {
+    let Some(data) = shared_data() else { return };
     let dir = temp_dir("qa");
     let model = real_model("all-minilm-l6-v2");
-    let (de_json, de_jsonl, de) = write_qa(&dir, "de", 14);
-    let (en_json, en_jsonl, _) = write_qa(&dir, "en", 14);
+    let (de_json, de_jsonl, de) = write_qa(&data, &dir, "de", 14);
+    let (en_json, en_jsonl, _) = write_qa(&data, &dir, "en", 14);
     assert!(de.iter().any(|e| e.context.len() > e.context.chars().count()), "the offsets are tested on multi-byte text");
     let config = |train: &Path, source: &Path, target: &Path| {
         format!(
@@ -110,10 +108,11 @@ fn a_qa_task_with_alignment_trains_the_same_from_jsonl_as_from_squad_json() {
 
 #[test]
 fn a_pair_task_trains_the_same_from_jsonl_as_from_tsv() {
+    let Some(data) = shared_data() else { return };
     let dir = temp_dir("pair");
     let model = real_model("all-minilm-l6-v2");
     let labels = vec!["0".to_string(), "1".to_string()];
-    let all = read_pairs(&shared_data().join("pawsx/dev-es.tsv"), &labels, BadRecords::Error).unwrap();
+    let all = read_pairs(&data.join("pawsx/dev-es.tsv"), &labels, BadRecords::Error).unwrap();
     let examples = &all.examples[..24];
     let tsv = dir.join("es.tsv");
     let rows: Vec<String> = examples.iter().map(|e| format!("{}\t{}\t{}", e.first, e.second, labels[e.label])).collect();

@@ -35,7 +35,7 @@ use toml::Value;
 
 use polyadapt::{Error, Result};
 
-use super::path::{overrides, KeyPath};
+use crate::cli::train::key_path::{overrides, parse_set, KeyPath};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -247,13 +247,3 @@ fn parse_seeds(v: &Value) -> std::result::Result<Vec<u64>, String> {
     Ok(seeds)
 }
 
-/// `key=value` as `train --set` reads it: the value as TOML, else as a plain string.
-fn parse_set(spec: &str) -> Result<(KeyPath, Value)> {
-    let (key, raw) = spec.split_once('=').ok_or_else(|| Error::Usage(format!("--set {spec}: expected key=value")))?;
-    let path = KeyPath::parse(key.trim()).map_err(|m| Error::Usage(format!("--set {spec}: {m}")))?;
-    let value = toml::from_str::<toml::Table>(&format!("v = {raw}"))
-        .ok()
-        .and_then(|mut t| t.remove("v"))
-        .unwrap_or_else(|| Value::String(raw.to_string()));
-    Ok((path, value))
-}

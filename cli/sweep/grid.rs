@@ -80,7 +80,7 @@ fn point_config(sweep: &Sweep, picks: &[usize], seed: u64) -> Result<Config> {
             k.set(&mut doc, v).map_err(|m| key_err(k, m))?;
         }
     }
-    let seed_key = super::path::KeyPath::parse("run.seed").expect("valid");
+    let seed_key = crate::cli::train::key_path::KeyPath::parse("run.seed").expect("valid");
     seed_key.set(&mut doc, &Value::Integer(seed as i64)).map_err(|m| key_err(&seed_key, m))?;
     for (k, v) in &sweep.fixed {
         k.set(&mut doc, v).map_err(|m| key_err(k, m))?;

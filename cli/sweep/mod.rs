@@ -18,7 +18,6 @@
 
 mod config;
 mod grid;
-mod path;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;

@@ -9,8 +9,11 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use polyadapt::data::metrics::mlqa::MlqaLang;
 use polyadapt::models::peft::MethodsConfig;
 use polyadapt::{Error, Result};
+
+use super::key_path::parse_set;
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -181,6 +184,12 @@ pub struct DataConfig {
     /// (0: use `sample`).
     #[serde(default)]
     pub per_class: usize,
+    /// QA evaluation sets only: the answer normalisation of EM/F1. `squad` (the default: SQuAD
+    /// v1.1's official script, as XTREME scores XQuAD and TyDiQA) or `mlqa` (MLQA's official
+    /// script for the set's `lang`: Unicode punctuation, that language's articles, Chinese
+    /// scored per character).
+    #[serde(default)]
+    pub metric: Option<String>,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
@@ -240,7 +249,7 @@ impl Config {
     pub fn parse(text: &str, path: &Path, overrides: &[String]) -> Result<Config> {
         let mut value: toml::Value = toml::from_str(text).map_err(|e| Error::format(path, toml_message(&e)))?;
         for o in overrides {
-            apply_override(&mut value, o)?;
+            apply_override(&mut value, o, path)?;
         }
         Config::from_value(value, path)
     }
@@ -300,6 +309,23 @@ impl Config {
             if let Some(j) = t.eval.iter().position(|e| e.per_class > 0) {
                 return err(&format!("tasks[{i}].eval[{j}].per_class"), "only training data is sampled per class".into());
             }
+            if t.train.metric.is_some() {
+                return err(&format!("tasks[{i}].train.metric"), "a metric is chosen per evaluation set".into());
+            }
+            for (j, e) in t.eval.iter().enumerate() {
+                let Some(metric) = &e.metric else { continue };
+                let field = format!("tasks[{i}].eval[{j}].metric");
+                if t.kind != "qa" {
+                    return err(&field, format!("only QA evaluation sets choose a metric (this task is `{}`)", t.kind));
+                }
+                one_of(&field, metric, &["squad", "mlqa"])?;
+                if metric == "mlqa" {
+                    let lang = e.lang.as_deref().unwrap_or_default();
+                    if MlqaLang::parse(lang).is_err() {
+                        return err(&field, format!("`mlqa` needs the set's `lang` to be one of en, es, hi, vi, de, ar, zh (it is `{lang}`)"));
+                    }
+                }
+            }
         }
         if let Some(a) = &self.align {
             one_of("align.distance", &a.distance, &["l2", "cosine"])?;
@@ -321,27 +347,11 @@ fn toml_message(e: &toml::de::Error) -> String {
     e.to_string().trim().replace('\n', " ")
 }
 
-/// `a.b.c=value`: the value is parsed as TOML (a number, a boolean, a quoted string, an
-/// array), or taken as a plain string when it does not parse.
-fn apply_override(root: &mut toml::Value, spec: &str) -> Result<()> {
-    let Some((key, raw)) = spec.split_once('=') else {
-        return Err(Error::Usage(format!("--set {spec}: expected key=value")));
-    };
-    let value = toml::from_str::<toml::Table>(&format!("v = {raw}"))
-        .ok()
-        .and_then(|mut t| t.remove("v"))
-        .unwrap_or_else(|| toml::Value::String(raw.to_string()));
-    let mut cur = root;
-    let parts: Vec<&str> = key.trim().split('.').collect();
-    for (i, part) in parts.iter().enumerate() {
-        let table = cur.as_table_mut().ok_or_else(|| Error::Usage(format!("--set {key}: `{}` is not a table", parts[..i].join("."))))?;
-        if i + 1 == parts.len() {
-            table.insert(part.to_string(), value);
-            return Ok(());
-        }
-        cur = table.entry(part.to_string()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
-    }
-    Err(Error::Usage(format!("--set {spec}: empty key")))
+/// `--set key=value` (see [`key_path`](super::key_path): `tasks[0].train.sample=8` reaches into
+/// arrays; a table value merges into the table there).
+fn apply_override(root: &mut toml::Value, spec: &str, file: &Path) -> Result<()> {
+    let (key, value) = parse_set(spec)?;
+    key.set(root, &value).map_err(|m| Error::config(file, format!("--set {key}"), m))
 }
 
 // ---- Pseudo-data (`[pseudo]`; see data/pseudo/mod.rs for what each kind makes) ----

@@ -200,7 +200,8 @@ impl Task for GenTask {
             let samples = (0..predictions.len().min(SAMPLES))
                 .map(|i| serde_json::json!({ "id": set.ids[i], "input": set.inputs[i], "prediction": predictions[i], "references": set.references[i] }))
                 .collect();
-            out.push(EvalScore { task: self.name.clone(), set: set.name.clone(), lang: set.lang.clone(), count: predictions.len(), metrics, samples: Some(samples) });
+            let by_id = set.ids.iter().cloned().zip(predictions.iter().cloned()).collect();
+            out.push(EvalScore { task: self.name.clone(), set: set.name.clone(), lang: set.lang.clone(), count: predictions.len(), metrics, samples: Some(samples), predictions: Some(by_id) });
         }
         Ok(out)
     }

@@ -11,6 +11,7 @@ mod checkpoint;
 pub(crate) mod config;
 mod gen;
 pub(crate) mod gen_data;
+pub(crate) mod key_path;
 mod metrics;
 mod order;
 mod pair;
@@ -110,6 +111,7 @@ pub(crate) fn train_in(cfg: Config, run_dir: &Path, resume: bool) -> Result<()> 
     print_scores("final", &scores);
     save_adapter(&trainer.s, &run_dir)?;
     write_results(&trainer.s, &run_dir, &outcome, &scores)?;
+    write_predictions(&run_dir, &scores)?;
     let metrics = metrics::read(&run_dir.join("metrics.jsonl"))?;
     if let Err(e) = plots::loss_curves(&run_dir.join("loss.png"), &metrics) {
         eprintln!("warning: {}", e.chain());
@@ -207,6 +209,20 @@ fn save_adapter(s: &setup::Setup, run_dir: &Path) -> Result<()> {
         .collect();
     if !rest.is_empty() {
         write_safetensors(&dir.join("trained.safetensors"), &rest, &Default::default())?;
+    }
+    Ok(())
+}
+
+/// `RUN_DIR/predictions/<task>.<set>.json`: `{question id: answer}` of each QA evaluation set,
+/// the format `engine-train score --metric squad|mlqa` reads; `{instance id: generated text}`
+/// of each generation set.
+fn write_predictions(run_dir: &Path, scores: &[EvalScore]) -> Result<()> {
+    for sc in scores {
+        let Some(predictions) = &sc.predictions else { continue };
+        let dir = run_dir.join("predictions");
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io("cannot create", &dir, e))?;
+        let text = serde_json::to_string_pretty(predictions).expect("serialises");
+        write_atomic(&dir.join(format!("{}.{}.json", sc.task, sc.set)), text.as_bytes())?;
     }
     Ok(())
 }

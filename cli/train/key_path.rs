@@ -158,6 +158,18 @@ pub fn overrides(table: &toml::Table, what: &str) -> Result<Vec<(KeyPath, Value)
     Ok(out)
 }
 
+/// `key=value` as `--set` reads it (train and sweep): the key as a path, the value as TOML (a
+/// number, a boolean, a quoted string, an array, an inline table), else as a plain string.
+pub fn parse_set(spec: &str) -> polyadapt::Result<(KeyPath, Value)> {
+    let (key, raw) = spec.split_once('=').ok_or_else(|| polyadapt::Error::Usage(format!("--set {spec}: expected key=value")))?;
+    let path = KeyPath::parse(key.trim()).map_err(|m| polyadapt::Error::Usage(format!("--set {spec}: {m}")))?;
+    let value = toml::from_str::<toml::Table>(&format!("v = {raw}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| Value::String(raw.to_string()));
+    Ok((path, value))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
