@@ -166,3 +166,46 @@ fn logits_with(model: &LlamaModel, store: &ParamStore, hooks: &dyn LayerHooks, e
     let out = model.forward(&mut tape, store, &batch, hooks, &DecoderOptions { logits: Logits::All, ..Default::default() }, None).unwrap();
     out.padded_real(&mut tape, out.logits.as_ref().unwrap()).unwrap().into_value().into_f32_vec()
 }
+
+/// An adapter saved for another architecture (the BERT / XLM-R fixtures onto the LLaMA decoder,
+/// the decoder's onto a BERT encoder) is refused with an error naming the adapter's file and
+/// the field or tensor that does not fit; nothing panics.
+#[test]
+fn adapters_of_another_architecture_are_refused() {
+    let dirs = |kinds: &[&str]| -> Vec<PathBuf> {
+        let mut d: Vec<PathBuf> = kinds.iter().flat_map(|k| std::fs::read_dir(fixtures_dir().join("peft").join(k)).unwrap().map(|e| e.unwrap().path())).filter(|p| p.is_dir()).collect();
+        d.sort();
+        d
+    };
+    let check = |dir: &Path, e: polyadapt::Error| {
+        let msg = e.chain();
+        // The file named is the adapter's config or weights, and the message says what differs.
+        assert!(msg.contains(dir.to_str().unwrap()) && (msg.contains("adapter_config.json") || msg.contains("adapter_model.safetensors")), "{}: {msg}", dir.display());
+        let why = ["differs from the model's", "neither a LoRA matrix of a layer", "made for another kind of model"];
+        assert!(why.iter().any(|w| msg.contains(w)), "{}: {msg}", dir.display());
+    };
+    let encoder_adapters = dirs(&["from_engine", "from_peft"]);
+    assert!(encoder_adapters.len() >= 10);
+    for dir in &encoder_adapters {
+        let (model, mut store) = load_tiny(false);
+        match peft::load(dir, &mut store, &model.config, false) {
+            Ok(_) => panic!("{}: an encoder's adapter loaded onto the decoder", dir.display()),
+            Err(e) => check(dir, e),
+        }
+    }
+    // The soft prompt of an XLM-R QA adapter has the decoder's width: only its task type tells.
+    let (model, mut store) = load_tiny(false);
+    let e = peft::load(&fixtures_dir().join("peft/from_peft/xlmr_prompt_qa"), &mut store, &model.config, false).err().unwrap().chain();
+    assert!(e.contains("field `task_type`: `QUESTION_ANS`") && e.contains("LLaMA-family decoder"), "{e}");
+    for dir in &dirs(&["llama_from_engine", "llama_from_peft"]) {
+        let (model, mut store) = peft_support::load_model(&fixtures_dir().join("tiny-bert-tanh"));
+        match peft::load(dir, &mut store, &model.config, false) {
+            Ok(_) => panic!("{}: a decoder's adapter loaded onto an encoder", dir.display()),
+            Err(e) => check(dir, e),
+        }
+    }
+    // A decoder's adapter of the encoder's width: refused for its CAUSAL_LM task type.
+    let (model, mut store) = peft_support::load_model(&fixtures_dir().join("tiny-xlmr"));
+    let e = peft::load(&fixtures_dir().join("peft/llama_from_engine/prompt"), &mut store, &model.config, false).err().unwrap().chain();
+    assert!(e.contains("field `task_type`: `CAUSAL_LM`") && e.contains("BERT-family encoder"), "{e}");
+}

@@ -26,7 +26,7 @@ use crate::engine::autograd::ParamStore;
 use crate::engine::error::{Error, Result};
 use crate::engine::tensor::Tensor;
 use crate::models::config::{BertConfig, ModelType};
-use crate::models::peft::arch::Arch;
+use crate::models::peft::arch::{Arch, Family};
 use crate::models::peft::Adaptation;
 use crate::models::weights::{write_safetensors, TensorData};
 use files::{AdapterFile, CONFIG_FILE, PROMPT_BASE, TUNER_BASE, WEIGHTS_FILE};
@@ -205,6 +205,26 @@ pub fn adapter_folders(dir: &Path) -> Result<Vec<std::path::PathBuf>> {
     }
 }
 
+/// peft's `task_type` says which kind of model an adapter was made for; its config records no
+/// architecture otherwise, and a soft prompt of the right width would load anywhere. A decoder
+/// takes adapters of a causal LM (or of no / the feature-extraction task); an encoder refuses
+/// those of a generating model.
+fn check_task_type(cfg: &ConfigFile, model: &Arch) -> Result<()> {
+    let Some(task) = cfg.opt_str("task_type")? else { return Ok(()) };
+    let ok = match model.family {
+        Family::Llama => matches!(task, "CAUSAL_LM" | "FEATURE_EXTRACTION"),
+        Family::Bert => !matches!(task, "CAUSAL_LM" | "SEQ_2_SEQ_LM"),
+    };
+    if ok {
+        return Ok(());
+    }
+    let (model_kind, wants) = match model.family {
+        Family::Llama => ("a LLaMA-family decoder", "CAUSAL_LM"),
+        Family::Bert => ("a BERT-family encoder", "an encoder's task (QUESTION_ANS, SEQ_CLS, FEATURE_EXTRACTION, ...)"),
+    };
+    Err(cfg.err("task_type", format!("`{task}`: this adapter was made for another kind of model; the model is {model_kind}, which takes {wants}")))
+}
+
 /// Loads the adapter(s) in `dir` (one adapter, or one per method folder) onto a model with
 /// config `model` (`&BertConfig`, `&LlamaConfig` or [`Arch`]), adding their parameters to
 /// `store` (trainable or frozen).
@@ -219,6 +239,7 @@ pub fn load(dir: &Path, store: &mut ParamStore, model: impl Into<Arch>, trainabl
     for folder in adapter_folders(dir)? {
         let cfg = ConfigFile::read(&folder.join(CONFIG_FILE))?;
         let peft_type = cfg.str("peft_type")?.to_string();
+        check_task_type(&cfg, model)?;
         let file = AdapterFile::open(&folder)?;
         let a = &mut out.adaptation;
         let twice = |what: &str| Error::format(dir, format!("two {what} adapters (the second in {})", folder.display()));
