@@ -126,6 +126,39 @@ fn prompt_and_target_tokens_meet_exactly() {
     assert!(f.stop_tokens(&tok, &[]).is_err());
 }
 
+/// The chat prompts against transformers' `apply_chat_template` on SmolLM2's own template
+/// (tests/fixtures/smollm2/chat_prompts.json, made by tests/reference/make_chat_fixtures.py):
+/// the same text and the same ids for the prompt, and prompt + target is the answered
+/// conversation up to its final newline.
+#[test]
+fn chat_prompts_match_transformers_apply_chat_template() {
+    let path = ModelPath::resolve(&smollm2_gguf()).unwrap();
+    let config = LlamaConfig::from_gguf(&polyadapt::models::gguf::GgufFile::open(path.path()).unwrap()).unwrap();
+    let tok = load_tokenizer(&path, &config).unwrap();
+    let f = InstructFormat::new(PromptFormat::Chat, ChatTemplate::of_model(&path).unwrap()).unwrap();
+    let fixture = common::fixtures_dir().join("smollm2/chat_prompts.json");
+    let doc: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&fixture).unwrap()).unwrap();
+    let cases = doc["cases"].as_array().unwrap();
+    assert_eq!(cases.len(), 4);
+    let text = |v: &serde_json::Value| v.as_str().unwrap().to_string();
+    for c in cases {
+        let name = text(&c["name"]);
+        let demos: Vec<Demo> = c["demos"].as_array().unwrap().iter().map(|d| Demo { input: text(&d["input"]), output: text(&d["output"]), explanation: None }).collect();
+        let definition = c["definition"].as_str();
+        let input = text(&c["input"]);
+        let p = PromptParts { definition, demos: &demos, input: &input };
+        assert_eq!(f.prompt(&p), text(&c["prompt"]), "{name}: the prompt text");
+        let ids: Vec<u32> = c["prompt_ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
+        assert_eq!(f.encode_prompt(&tok, &p).unwrap(), ids, "{name}: the prompt ids");
+        let conversation = text(&c["conversation"]);
+        let answered = format!("{}{}", f.prompt(&p), f.target(&text(&c["output"])));
+        assert_eq!(format!("{answered}\n"), conversation, "{name}: prompt + target");
+        // The training sequence is the conversation's tokens up to its last <|im_end|>.
+        let ex = f.encode(&tok, &p, &text(&c["output"]), None).unwrap();
+        assert_eq!(ex.ids, tok.encode_ids(&answered, true).unwrap(), "{name}: training ids");
+    }
+}
+
 #[test]
 fn generation_scores_take_the_best_reference() {
     let preds = vec!["A man is playing a flute.".to_string(), "two men play chess".to_string()];

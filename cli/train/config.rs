@@ -82,6 +82,10 @@ pub struct RunConfig {
     /// Skip malformed data records (each file's count and first few reported) instead of
     /// stopping at the first one. `--skip-bad` on the command line.
     pub skip_bad: bool,
+    /// Evaluate the model as it starts (the backbone, plus any methods as initialised) without
+    /// a training step: the zero-shot and few-shot prompting baselines. `steps`/`epochs` are
+    /// ignored; `[methods]` may be empty; alignment, regularisation and pseudo-data are refused.
+    pub evaluate_only: bool,
 }
 
 impl Default for RunConfig {
@@ -101,6 +105,7 @@ impl Default for RunConfig {
             eval_every: 0,
             threads: 0,
             skip_bad: false,
+            evaluate_only: false,
         }
     }
 }
@@ -280,7 +285,12 @@ impl Config {
         if self.run.batch_size == 0 || self.run.grad_accum == 0 || self.run.batch_size % self.run.grad_accum != 0 {
             return err("run.batch_size", format!("{} examples cannot be split into {} micro-batches", self.run.batch_size, self.run.grad_accum));
         }
-        if self.run.steps == 0 && self.run.epochs == 0 {
+        if self.run.evaluate_only {
+            let training_only = [("align", self.align.is_some()), ("reg", self.reg.is_some()), ("pseudo", self.pseudo.is_some())];
+            if let Some((key, _)) = training_only.iter().find(|(_, given)| *given) {
+                return err(key, "given in an evaluate_only run, which trains nothing".into());
+            }
+        } else if self.run.steps == 0 && self.run.epochs == 0 {
             return err("run.steps", "give a number of steps or of epochs".into());
         }
         // Checked here too (the schedule checks it at setup) so that a sweep finds it up front.

@@ -106,7 +106,7 @@ pub fn setup(cfg: Config) -> Result<Setup> {
         Some(r) => Some((r.weight, L2ToInit::new(&store, &adaptation_params))),
         None => None,
     };
-    if store.trainable_numel() == 0 {
+    if store.trainable_numel() == 0 && !cfg.run.evaluate_only {
         return Err(Error::Usage("nothing is trainable: give a method under [methods]".into()));
     }
     let o = &cfg.optim;
@@ -118,14 +118,20 @@ pub fn setup(cfg: Config) -> Result<Setup> {
         weight_decay: o.weight_decay as f64,
     })?;
     let per_epoch = tasks[0].train_len().div_ceil(cfg.run.batch_size);
-    let total_steps = if cfg.run.steps > 0 { cfg.run.steps } else { cfg.run.epochs * per_epoch };
+    let total_steps = match (cfg.run.evaluate_only, cfg.run.steps) {
+        (true, _) => 0,
+        (false, 0) => cfg.run.epochs * per_epoch,
+        (false, steps) => steps,
+    };
     let decay = match o.schedule.as_str() {
         "constant" => Decay::Constant,
         "cosine" => Decay::Cosine,
         _ => Decay::Linear,
     };
     let schedule = Schedule { warmup_steps: o.warmup_steps as u64, total_steps: total_steps as u64, decay, min_lr_ratio: 0.0 };
-    schedule.validate()?;
+    if !cfg.run.evaluate_only {
+        schedule.validate()?;
+    }
     // Last, so that epochs count the real examples and the tokenizer can go to self-training.
     let pseudo = match (&cfg.pseudo, &model) {
         (Some(p), Backbone::Encoder(m)) => {
