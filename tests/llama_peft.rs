@@ -266,3 +266,59 @@ fn the_loss_counts_target_positions_only() {
     changed[0][5] = (labels[0][5] + 1) % 96;
     assert_ne!(run(&changed), base);
 }
+
+/// Prompt positions carry no gradient: the output projection's gradient (untied `lm_head`,
+/// trainable here) is, to f32 rounding, the f64 sum over target positions only of
+/// `(softmax(logits_t) - onehot(next token)) h_t^T / N` (`h_t` the final-norm hidden state);
+/// the same sum over every position differs, so the check can tell.
+#[test]
+fn prompt_positions_carry_no_gradient() {
+    let (model, mut store) = load_tiny(false);
+    let head = store.id("lm_head.weight").expect("the tiny model's head is untied");
+    store.set_trainable(head, true);
+    let ex = examples();
+    let (vocab, width) = (model.config.vocab_size, model.config.hidden_size);
+    let owned: Vec<(Vec<u32>, Vec<bool>)> = ex.iter().map(|e| (e.labels(), e.counted())).collect();
+    let seqs: Vec<LmSequence> = ex.iter().zip(&owned).map(|(e, (l, c))| LmSequence { ids: &e.ids, labels: l, counted: c }).collect();
+    let mut tape = Tape::new();
+    let (l, n) = masked_lm_loss(&model, &mut tape, &store, &NoHooks, &seqs, &DecoderOptions::default()).unwrap();
+    tape.backward(&l, &mut store).unwrap();
+    let got = to64(store.grad(head).unwrap().f32s());
+    // The f64 reference from each sequence's hidden states and logits.
+    let reference = |all_positions: bool| {
+        let mut g = vec![0.0f64; vocab * width];
+        let mut count = 0;
+        let mut terms = Vec::new();
+        for e in &ex {
+            let batch = polyadapt::data::EncodedBatch::from_sequences(&[(&e.ids[..], &vec![0; e.ids.len()][..])], 0);
+            let mut t = Tape::no_grad();
+            let opts = DecoderOptions { layers: vec![model.num_layers()], logits: Logits::All, ..Default::default() };
+            let out = model.forward(&mut t, &store, &batch, &NoHooks, &opts, None).unwrap();
+            let h = out.hidden[0].1.value().to_f32_cow().into_owned();
+            let lg = out.logits.unwrap().into_value().into_f32_vec();
+            let first = if all_positions { 0 } else { e.prompt_len - 1 };
+            for t in first..e.ids.len() - 1 {
+                terms.push((lg[t * vocab..(t + 1) * vocab].to_vec(), h[t * width..(t + 1) * width].to_vec(), e.ids[t + 1] as usize));
+                count += 1;
+            }
+        }
+        for (row, h, y) in &terms {
+            let max = row.iter().fold(f64::MIN, |m, &v| m.max(v as f64));
+            let z: f64 = row.iter().map(|&v| (v as f64 - max).exp()).sum();
+            for v in 0..vocab {
+                let d = (row[v] as f64 - max).exp() / z - if v == *y { 1.0 } else { 0.0 };
+                for k in 0..width {
+                    g[v * width + k] += d * h[k] as f64 / count as f64;
+                }
+            }
+        }
+        (g, count)
+    };
+    let (want, count) = reference(false);
+    assert_eq!(count, n, "target positions");
+    let err = rel_err(&got, &want, 1e-12);
+    assert!(err < 1e-5, "lm_head gradient against the target-only reference: relative error {err:.2e}");
+    let (all, _) = reference(true);
+    let apart = rel_err(&all, &want, 1e-12);
+    assert!(apart > 1e-2, "counting the prompt positions should change the gradient (only {apart:.2e})");
+}

@@ -27,8 +27,9 @@ use tiny_decoder::*;
 const TASK: &str = "task1435_ro_sts_parallel_language_translation_ro_to_en.json";
 const BOOL_TASK: &str = "task1732_bbh_boolean_expressions.json";
 
+/// A Super-NaturalInstructions task file of the shared data (tests skip without it).
 fn niv2(task: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/niv2/tasks").join(task)
+    shared_data().expect("checked by the test").join("niv2/tasks").join(task)
 }
 
 fn temp_dir(tag: &str) -> PathBuf {
@@ -128,6 +129,9 @@ const LORA_ALL: &str = "[methods.lora]\nr = 4\nalpha = 8\ntargets = [\"q\", \"k\
 
 #[test]
 fn each_method_and_format_trains_a_decoder_and_writes_a_run_directory() {
+    if shared_data().is_none() {
+        return;
+    }
     let cases = [
         ("lora", LORA_ALL, "format = \"zero_shot\""),
         ("prefix", "[methods.prefix]\nvirtual_tokens = 4\nprojection = 16\n", "format = \"few_shot\"\nshots = 2"),
@@ -153,6 +157,12 @@ fn each_method_and_format_trains_a_decoder_and_writes_a_run_directory() {
             assert!((0.0..=100.0).contains(&v), "{name}: {m} {v}");
         }
         assert!(eval["samples"][0]["prediction"].is_string(), "{name}: {results}");
+        // Every generation, by instance id, for re-scoring; the samples are among them.
+        let predictions = json(&run.join("predictions/ro-en.test.json"));
+        assert_eq!(predictions.as_object().unwrap().len(), 10, "{name}");
+        for sample in eval["samples"].as_array().unwrap() {
+            assert_eq!(predictions[sample["id"].as_str().unwrap()], sample["prediction"], "{name}");
+        }
         let adapter = run.join("adapter");
         let (model, mut store) = {
             let mut s = ParamStore::new();
@@ -178,6 +188,9 @@ fn each_method_and_format_trains_a_decoder_and_writes_a_run_directory() {
 
 #[test]
 fn a_killed_decoder_run_resumes_to_the_same_adapter_whatever_the_threads() {
+    if shared_data().is_none() {
+        return;
+    }
     let methods = format!("{LORA_ALL}\n[methods.prompt]\nvirtual_tokens = 2\n");
     let text = config(tiny(), &methods, "format = \"few_shot\"\nshots = 1", 8, 2);
     let bytes = |run: &Path| -> Vec<Vec<u8>> {
@@ -213,6 +226,9 @@ fn a_killed_decoder_run_resumes_to_the_same_adapter_whatever_the_threads() {
 
 #[test]
 fn multi_task_losses_are_weighted_and_evaluation_skips_training_instances() {
+    if shared_data().is_none() {
+        return;
+    }
     let jsonl = temp_dir("jsonl").join("bool.jsonl");
     let task = read_task(&niv2(BOOL_TASK), BadRecords::Error).unwrap();
     let lines: Vec<String> = task.instances[..30]
@@ -256,6 +272,9 @@ fn multi_task_losses_are_weighted_and_evaluation_skips_training_instances() {
 
 #[test]
 fn configuration_mistakes_name_the_key_or_the_model() {
+    if shared_data().is_none() {
+        return;
+    }
     let dir = temp_dir("badcfg");
     let good = config(tiny(), LORA_ALL, "format = \"zero_shot\"", 1, 0);
     let no_template = temp_dir("no-template");
@@ -270,16 +289,29 @@ fn configuration_mistakes_name_the_key_or_the_model() {
         (good.replace("max_train = 40", "max_train = 40\ncolour = 1"), "unknown field `colour`"),
         (good.replace("kind = \"gen\"", "kind = \"qa\""), "generation options given to a `qa` task"),
         (good.clone() + "\n[pseudo]\nratio = 0.4\nkinds = [\"perturb\"]\n", "pseudo-data is made for qa and pair tasks"),
+        (good.replace("seed = 11", "seed = 11\nevaluate_only = true") + "\n[reg]\nweight = 0.1\n", "field `reg`: given in an evaluate_only run"),
         (good.replace("format = \"zero_shot\"", "format = \"few_shot\"\nshots = 9"), "9 demonstrations asked for"),
         (good.replace(&tiny().display().to_string(), &encoder.display().to_string()), "needs a decoder model"),
         (good.replace(&tiny().display().to_string(), &no_template.display().to_string()).replace("format = \"zero_shot\"", "format = \"chat\""), "has none"),
         (good.replace("max_seq_len = 160", "max_seq_len = 10"), "no training example fits"),
     ];
+    // A task file with an instance that lacks its output: the file, the record and the field.
+    let mut broken: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(niv2(TASK)).unwrap()).unwrap();
+    broken["Instances"][3].as_object_mut().unwrap().remove("output");
+    let broken_path = dir.join("broken_task.json");
+    std::fs::write(&broken_path, broken.to_string()).unwrap();
+    let cases: Vec<(String, &str)> = cases
+        .into_iter()
+        .chain([(good.replace(&niv2(TASK).display().to_string(), &broken_path.display().to_string()), "Instances[3]: field `output`: missing")])
+        .collect();
     for (i, (text, needle)) in cases.into_iter().enumerate() {
         let cfg = write_config(&dir, &text);
         let (ok, _, err) = train(&["--config", cfg.to_str().unwrap(), "--out", dir.join(format!("run{i}")).to_str().unwrap()]);
         assert!(!ok, "case {i} should fail");
         assert!(err.contains(needle), "case {i}: `{needle}` missing from: {err}");
+        if needle.starts_with("Instances[") {
+            assert!(err.contains("broken_task.json"), "the file is named: {err}");
+        }
         assert!(!err.contains("panicked"), "{err}");
     }
     // An encoder's task on a decoder.
@@ -290,10 +322,78 @@ fn configuration_mistakes_name_the_key_or_the_model() {
     assert!(!ok && err.contains("needs an encoder model"), "{err}");
 }
 
+/// `run.evaluate_only`: the prompting baselines. Nothing trains (no step, no adapter, no loss
+/// curve), the seed changes nothing, and a LoRA as initialised (B = 0) generates what the bare
+/// model generates.
+#[test]
+fn an_evaluate_only_run_scores_the_untrained_model() {
+    if shared_data().is_none() {
+        return;
+    }
+    let text = |methods: &str, seed: u64| config(tiny(), methods, "format = \"few_shot\"\nshots = 2", 3, 0).replace("seed = 11", &format!("seed = {seed}\nevaluate_only = true"));
+    let (bare, stdout) = run_dir_of("eval-only", &text("", 11), &[]);
+    assert!(stdout.contains("[final] ro-en / test (ro-en): bleu"), "{stdout}");
+    let results = json(&bare.join("results.json"));
+    assert_eq!((results["steps"].as_u64(), results["trainable_params"].as_u64()), (Some(0), Some(0)), "{results}");
+    assert!(!bare.join("adapter").exists() && !bare.join("loss.png").exists() && !bare.join("checkpoints").exists());
+    let predictions = json(&bare.join("predictions/ro-en.test.json"));
+    assert_eq!(predictions.as_object().unwrap().len(), 10);
+    let (other_seed, _) = run_dir_of("eval-only-seed", &text("", 5), &[]);
+    assert_eq!(json(&other_seed.join("predictions/ro-en.test.json")), predictions, "greedy decoding of an untrained model does not depend on the seed");
+    let (with_lora, _) = run_dir_of("eval-only-lora", &text(LORA_ALL, 11), &[]);
+    assert_eq!(json(&with_lora.join("predictions/ro-en.test.json")), predictions, "a LoRA with B = 0 changes nothing");
+    // A trained run does change them (the comparison can tell).
+    let (trained, _) = run_dir_of("trained", &config(tiny(), LORA_ALL, "format = \"few_shot\"\nshots = 2", 3, 0).replace("lr = 1e-2", "lr = 5e-2"), &[]);
+    assert_ne!(json(&trained.join("predictions/ro-en.test.json")), predictions, "three steps of training changed no generation");
+}
+
+/// The instruction-tuning experiments' quick forms (experiments/niv2-*.toml, as the README
+/// gives them) through the binary, on the tiny decoder (`--set model.name=...`), and the report
+/// over each.
+#[test]
+fn the_niv2_experiment_quick_forms_run_and_report() {
+    if shared_data().is_none() {
+        return;
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let engine = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_engine-train")).args(args).current_dir(root).output().unwrap();
+        (out.status.success(), String::from_utf8_lossy(&out.stdout).to_string(), String::from_utf8_lossy(&out.stderr).to_string())
+    };
+    let dir = temp_dir("niv2-quick");
+    let model = format!("model.name={}", tiny().display());
+    for (file, axis, points, columns) in [
+        ("niv2-prompting", "prompting", &["chat", "few-shot", "instruction-tuned", "zero-shot"][..], "| prompting | seeds | e2e-nlg/test | web-nlg/test | mean |"),
+        ("niv2-ro-en", "method", &["few-shot", "lora", "lora+prefix"][..], "| method | seeds | test |"),
+        ("niv2-methods", "method", &["adapter", "full", "lora", "lora+prefix"][..], "| method | seeds | e2e-nlg/test | web-nlg/test | mean |"),
+    ] {
+        let out = dir.join(file);
+        let (ok, _, err) = engine(&["sweep", "--config", &format!("experiments/{file}.toml"), "--quick", "--out", out.to_str().unwrap(), "--set", &model]);
+        assert!(ok, "{file}: {err}");
+        let (ok, md, err) = engine(&["report", out.to_str().unwrap(), "--by", axis]);
+        assert!(ok, "{file}: {err}");
+        for metric in ["## ROUGE-L", "## BLEU", "## METEOR"] {
+            assert!(md.contains(metric), "{file}: {metric} missing: {md}");
+        }
+        assert!(md.contains(columns), "{file}: {md}");
+        for p in points {
+            assert!(md.contains(&format!("\n| {p} | 1 | ")), "{file}: row {p} missing: {md}");
+            let results = json(&out.join(format!("{axis}={p}/seed=0/results.json")));
+            let untrained = ["zero-shot", "few-shot", "chat"].contains(p);
+            assert_eq!(results["steps"].as_u64(), Some(if untrained { 0 } else { 1 }), "{file} {p}: {results}");
+        }
+    }
+    let cfg = std::fs::read_to_string(dir.join("niv2-ro-en/method=few-shot/seed=0/config.toml")).unwrap();
+    assert!(cfg.contains("format = \"few_shot\"") && cfg.contains("shots = 3") && cfg.contains("task1435"), "{cfg}");
+}
+
 /// SmolLM2-135M-Instruct from its GGUF file: LoRA instruction tuning, the chat format, a few
 /// steps, greedy evaluation with the adapter.
 #[test]
 fn smollm2_trains_with_lora_and_the_chat_template() {
+    if shared_data().is_none() {
+        return;
+    }
     let text = config(Path::new("smollm2-135m-instruct"), "[methods.lora]\nr = 4\nalpha = 8\ntargets = [\"q\", \"v\"]\n", "format = \"chat\"", 2, 0)
         .replace("sample = 8", "sample = 4")
         .replace("batch_size = 4", "batch_size = 2")

@@ -109,12 +109,18 @@ pub(crate) fn train_in(cfg: Config, run_dir: &Path, resume: bool) -> Result<()> 
     let outcome = trainer.run(start, total, &mut on_eval)?;
     let scores = trainer.evaluate()?;
     print_scores("final", &scores);
-    save_adapter(&trainer.s, &run_dir)?;
+    // An evaluate_only run trained nothing: no adapter, no loss curve.
+    let trained = !trainer.s.cfg.run.evaluate_only;
+    if trained {
+        save_adapter(&trainer.s, &run_dir)?;
+    }
     write_results(&trainer.s, &run_dir, &outcome, &scores)?;
     write_predictions(&run_dir, &scores)?;
-    let metrics = metrics::read(&run_dir.join("metrics.jsonl"))?;
-    if let Err(e) = plots::loss_curves(&run_dir.join("loss.png"), &metrics) {
-        eprintln!("warning: {}", e.chain());
+    if trained {
+        let metrics = metrics::read(&run_dir.join("metrics.jsonl"))?;
+        if let Err(e) = plots::loss_curves(&run_dir.join("loss.png"), &metrics) {
+            eprintln!("warning: {}", e.chain());
+        }
     }
     println!("{}", run_dir.display());
     Ok(())
@@ -162,15 +168,21 @@ fn restore(s: &mut setup::Setup, run_dir: &Path, step: usize) -> Result<()> {
 
 fn describe(s: &setup::Setup) {
     let methods = s.hooks.methods();
+    let what = match (methods.is_empty(), s.store.trainable_numel()) {
+        (true, 0) => "none".to_string(),
+        (true, _) => "fine-tuning".to_string(),
+        (false, _) => methods.join(" + "),
+    };
+    let steps = if s.cfg.run.evaluate_only { "evaluation only".to_string() } else { format!("{} steps", s.total_steps) };
     eprintln!(
-        "model {} ({} layers); methods: {}; trainable {} of {} parameters ({:.3}%); {} steps",
+        "model {} ({} layers); methods: {}; trainable {} of {} parameters ({:.3}%); {}",
         s.model_dir.display(),
         s.model.num_layers(),
-        if methods.is_empty() { "fine-tuning".to_string() } else { methods.join(" + ") },
+        what,
         s.store.trainable_numel(),
         s.store.total_numel(),
         100.0 * s.store.trainable_numel() as f64 / s.store.total_numel().max(1) as f64,
-        s.total_steps
+        steps
     );
 }
 
