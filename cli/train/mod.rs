@@ -189,7 +189,7 @@ fn describe(s: &setup::Setup) {
 fn print_scores(when: &str, scores: &[EvalScore]) {
     for sc in scores {
         let m: Vec<String> = sc.metrics.iter().map(|(k, v)| format!("{k} {v:.2}")).collect();
-        println!("[{when}] {} / {}{}: {} ({} questions)", sc.task, sc.set, sc.lang.as_ref().map(|l| format!(" ({l})")).unwrap_or_default(), m.join(", "), sc.count);
+        println!("[{when}] {} / {}{}: {} ({} items)", sc.task, sc.set, sc.lang.as_ref().map(|l| format!(" ({l})")).unwrap_or_default(), m.join(", "), sc.count);
     }
 }
 
