@@ -253,8 +253,8 @@ fn the_loss_counts_target_positions_only() {
     for seed in 0..5u64 {
         let mut changed = labels.clone();
         for (i, e) in ex.iter().enumerate() {
-            for t in 0..e.prompt_len - 1 {
-                changed[i][t] = (rand_vec(seed * 31 + t as u64 + 7 * i as u64, 1, 1.0)[0].abs() * 95.0) as u32;
+            for (t, label) in changed[i][..e.prompt_len - 1].iter_mut().enumerate() {
+                *label = (rand_vec(seed * 31 + t as u64 + 7 * i as u64, 1, 1.0)[0].abs() * 95.0) as u32;
             }
             let last = e.ids.len() - 1;
             changed[i][last] = 95 - changed[i][last];

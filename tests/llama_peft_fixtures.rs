@@ -2,8 +2,8 @@
 //! `CAUSAL_LM`), through committed fixtures (no Python needed here):
 //!
 //! - `peft/llama_from_engine/<case>/`: adapters the engine saves (seeded init, then random
-//!   values as a stand-in for training) and `peft_expected.safetensors`, the logits transformers
-//!   + peft compute with them loaded by `PeftModel.from_pretrained`. The test rebuilds each
+//!   values as a stand-in for training) and `peft_expected.safetensors`, the logits that
+//!   transformers and peft compute with them loaded by `PeftModel.from_pretrained`. The test rebuilds each
 //!   adapter, checks the saved files are byte-identical to the committed ones, loads them back
 //!   and compares the engine's logits with peft's.
 //! - `peft/llama_from_peft/<case>/`: adapters peft saved (random values) and peft's logits.
