@@ -1,32 +1,34 @@
 //! `engine-train hidden` on a decoder (LLaMA family, from a directory or a GGUF file): hidden
 //! states in transformers' `output_hidden_states` numbering (0 = embeddings, N = last layer
-//! after the final norm) and, with `--logits`, the logits of every token.
+//! after the final norm) and, with `--logits`, the logits of every token; with `--adapter`, an
+//! adapter in peft's format (`CAUSAL_LM`, as `engine-train train` saves for a decoder) applied.
 
 use std::collections::BTreeMap;
 
 use polyadapt::data::text::read_lines;
 use polyadapt::engine::autograd::{ParamStore, Tape};
 use polyadapt::models::bert::LoadOptions;
-use polyadapt::models::hooks::NoHooks;
 use polyadapt::models::llama::{load_tokenizer, DecoderOptions, LlamaModel, Logits, ModelPath};
+use polyadapt::models::peft::{self, Adaptation};
 use polyadapt::models::weights::{write_safetensors, TensorData};
-use polyadapt::{Error, Result};
+use polyadapt::Result;
 
 use super::hidden::{parse_layers, print_summary, Args};
 
 pub fn run(args: &Args, path: &ModelPath, load: LoadOptions) -> Result<()> {
-    if args.adapter.is_some() {
-        return Err(Error::Usage("--adapter: adapters on decoders are not supported yet".into()));
-    }
     let mut store = ParamStore::new();
     let model = LlamaModel::load(path.path(), &mut store, load)?;
+    let adaptation = match &args.adapter {
+        Some(dir) => peft::load(dir, &mut store, &model.config, false)?.adaptation,
+        None => Adaptation::default(),
+    };
     let tokenizer = load_tokenizer(path, &model.config)?;
     let layers = parse_layers(&args.layers, model.num_layers())?;
     let texts = read_lines(&args.texts)?;
     let batch = tokenizer.encode_batch(&texts, model.max_tokens())?;
     let mut tape = Tape::no_grad();
     let opts = DecoderOptions { layers, logits: if args.logits { Logits::All } else { Logits::None }, ..Default::default() };
-    let out = model.forward(&mut tape, &store, &batch, &NoHooks, &opts, None)?;
+    let out = model.forward(&mut tape, &store, &batch, &adaptation, &opts, None)?;
     let mut padded = Vec::with_capacity(out.hidden.len());
     for (l, h) in &out.hidden {
         padded.push((*l, out.padded(&mut tape, h)?.into_value()));
@@ -48,7 +50,10 @@ pub fn run(args: &Args, path: &ModelPath, load: LoadOptions) -> Result<()> {
         if let Some(l) = &logits {
             tensors.push(("logits".to_string(), TensorData::from_tensor(l)));
         }
-        let meta: BTreeMap<String, String> = [("model".to_string(), path.display())].into_iter().collect();
+        let mut meta: BTreeMap<String, String> = [("model".to_string(), path.display())].into_iter().collect();
+        if let Some(a) = &args.adapter {
+            meta.insert("adapter".into(), a.display().to_string());
+        }
         write_safetensors(file, &tensors, &meta)?;
     }
     if !args.quiet {

@@ -1,9 +1,11 @@
 //! Data: text input and tokenisation; extractive-QA data (SQuAD format), sentence pairs (TSV),
-//! JSON Lines forms of both and of generation examples, Super-NaturalInstructions tasks, and
+//! JSON Lines forms of both and of generation examples, Super-NaturalInstructions tasks and
+//! instruction prompts ([`instruct`]), and
 //! [`formats`], which picks the reader for a path; QA windows and answer post-processing;
 //! few-shot sampling; evaluation metrics and the part of WordNet that METEOR reads.
 
 pub mod formats;
+pub mod instruct;
 pub mod jsonl;
 pub mod metrics;
 pub mod niv2;

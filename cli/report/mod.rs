@@ -4,8 +4,8 @@
 //! given by default).
 //!
 //! Runs that differ only in their seed are one row: mean ± standard deviation over seeds for
-//! every evaluation set; F1, then exact match (QA), accuracy (pairs); a stability score per
-//! row (see `table.rs`). Rows and tables are sorted, so the same runs give the same text.
+//! every evaluation set; F1, then exact match (QA), accuracy (pairs), ROUGE-L, BLEU and METEOR
+//! (generation); a stability score per row on the main metrics (see `table.rs`). Rows and tables are sorted, so the same runs give the same text.
 
 mod plot;
 mod runs;

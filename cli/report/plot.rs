@@ -1,5 +1,5 @@
 //! PNG plots of the ablation curves: for each label whose values are numbers (prompt length,
-//! lambda, ...), the main metric (F1, accuracy) against it, error bars one standard deviation
+//! lambda, ...), the main metric (F1, accuracy, ROUGE-L) against it, error bars one standard deviation
 //! over seeds. With no other label, one line per evaluation set (language) and one for their
 //! mean; with other labels (a method axis), one line per value of those, on the mean over the
 //! evaluation sets. Text uses the font `train/plots.rs` finds.

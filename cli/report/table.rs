@@ -4,9 +4,10 @@
 //! value of the other labels); columns are evaluation sets in the order the runs list them.
 //! A cell is the mean over the group's seeds ± the sample standard deviation (n - 1 in the
 //! denominator). For each metric kind with two or more columns, `mean` is each run's mean over
-//! those columns, then mean ± std over seeds. `stability` (main metrics only: F1, accuracy) is
-//! 1 - std / mean of that per-run score, the coefficient of variation subtracted from 1, and
-//! is printed only with at least [`MIN_SEEDS_FOR_STABILITY`] seeds ("n/a" otherwise).
+//! those columns, then mean ± std over seeds. `stability` (main metrics only: F1, accuracy,
+//! ROUGE-L) is 1 - std / mean of that per-run score, the coefficient of variation subtracted
+//! from 1, and is printed only with at least [`MIN_SEEDS_FOR_STABILITY`] seeds ("n/a"
+//! otherwise).
 
 use std::collections::BTreeMap;
 
@@ -16,8 +17,16 @@ use super::runs::{Label, Run};
 
 pub const MIN_SEEDS_FOR_STABILITY: usize = 5;
 
-/// Metric key in `results.json`, title, whether it is a main metric (gets a stability column).
-pub const KINDS: &[(&str, &str, bool)] = &[("f1", "F1", true), ("exact_match", "Exact match", false), ("accuracy", "Accuracy", true)];
+/// Metric key in `results.json`, title, whether it is a main metric (gets a stability column
+/// and the ablation plots): F1 for QA, accuracy for pairs, ROUGE-L for generation.
+pub const KINDS: &[(&str, &str, bool)] = &[
+    ("f1", "F1", true),
+    ("exact_match", "Exact match", false),
+    ("accuracy", "Accuracy", true),
+    ("rouge_l", "ROUGE-L", true),
+    ("bleu", "BLEU", false),
+    ("meteor", "METEOR", false),
+];
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Stats {

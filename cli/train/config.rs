@@ -82,6 +82,10 @@ pub struct RunConfig {
     /// Skip malformed data records (each file's count and first few reported) instead of
     /// stopping at the first one. `--skip-bad` on the command line.
     pub skip_bad: bool,
+    /// Evaluate the model as it starts (the backbone, plus any methods as initialised) without
+    /// a training step: the zero-shot and few-shot prompting baselines. `steps`/`epochs` are
+    /// ignored; `[methods]` may be empty; alignment, regularisation and pseudo-data are refused.
+    pub evaluate_only: bool,
 }
 
 impl Default for RunConfig {
@@ -101,6 +105,7 @@ impl Default for RunConfig {
             eval_every: 0,
             threads: 0,
             skip_bad: false,
+            evaluate_only: false,
         }
     }
 }
@@ -139,8 +144,10 @@ impl Default for OptimConfig {
 #[serde(deny_unknown_fields)]
 pub struct TaskConfig {
     pub name: String,
-    /// `qa` (extractive; SQuAD JSON or JSON Lines data) or `pair` (sentence-pair
-    /// classification; TSV or JSON Lines); see `data::formats`.
+    /// `qa` (extractive; SQuAD JSON or JSON Lines data), `pair` (sentence-pair
+    /// classification; TSV or JSON Lines) or `gen` (instruction tuning of a decoder;
+    /// Super-NaturalInstructions task files or generation JSON Lines, options in `[tasks.gen]`);
+    /// see `data::formats`.
     pub kind: String,
     #[serde(default = "default_one")]
     pub weight: f32,
@@ -150,6 +157,10 @@ pub struct TaskConfig {
     /// Classification only: the labels, in order.
     #[serde(default)]
     pub labels: Vec<String>,
+    /// Generation only: prompt format, split, decoding and metrics (`[tasks.gen]`; defaults
+    /// when absent).
+    #[serde(default)]
+    pub gen: Option<super::gen_data::GenConfig>,
 }
 
 fn default_one() -> f32 {
@@ -279,7 +290,12 @@ impl Config {
         if self.run.batch_size == 0 || self.run.grad_accum == 0 || self.run.batch_size % self.run.grad_accum != 0 {
             return err("run.batch_size", format!("{} examples cannot be split into {} micro-batches", self.run.batch_size, self.run.grad_accum));
         }
-        if self.run.steps == 0 && self.run.epochs == 0 {
+        if self.run.evaluate_only {
+            let training_only = [("align", self.align.is_some()), ("reg", self.reg.is_some()), ("pseudo", self.pseudo.is_some())];
+            if let Some((key, _)) = training_only.iter().find(|(_, given)| *given) {
+                return err(key, "given in an evaluate_only run, which trains nothing".into());
+            }
+        } else if self.run.steps == 0 && self.run.epochs == 0 {
             return err("run.steps", "give a number of steps or of epochs".into());
         }
         // Checked here too (the schedule checks it at setup) so that a sweep finds it up front.
@@ -290,7 +306,15 @@ impl Config {
             return err("tasks", "at least one task is needed".into());
         }
         for (i, t) in self.tasks.iter().enumerate() {
-            one_of(&format!("tasks[{i}].kind"), &t.kind, &["qa", "pair"])?;
+            one_of(&format!("tasks[{i}].kind"), &t.kind, &["qa", "pair", "gen"])?;
+            match (&t.gen, t.kind.as_str()) {
+                (Some(g), "gen") => g.validate(path, &format!("tasks[{i}].gen"))?,
+                (Some(_), kind) => return err(&format!("tasks[{i}].gen"), format!("generation options given to a `{kind}` task")),
+                _ => {}
+            }
+            if t.kind == "gen" && self.pseudo.is_some() {
+                return err("pseudo", "pseudo-data is made for qa and pair tasks; this run has a gen task".into());
+            }
             if t.kind == "pair" && t.labels.len() < 2 {
                 return err(&format!("tasks[{i}].labels"), "a classification task needs at least two labels".into());
             }

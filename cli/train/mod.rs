@@ -3,12 +3,14 @@
 //!
 //! A run directory holds `config.toml` (the resolved configuration), `metrics.jsonl`,
 //! `checkpoints/step-<N>/`, `evals.jsonl` (evaluations during training), and at the end
-//! `adapter/` (the adapter in peft's format, one folder per method), `results.json` and
-//! `loss.png`.
+//! `adapter/` (the adapter in peft's format, one folder per method; `CAUSAL_LM` for a decoder,
+//! loadable onto transformers' `LlamaForCausalLM`), `results.json` and `loss.png`.
 
 mod align;
 mod checkpoint;
 pub(crate) mod config;
+mod gen;
+pub(crate) mod gen_data;
 pub(crate) mod key_path;
 mod metrics;
 mod order;
@@ -107,12 +109,18 @@ pub(crate) fn train_in(cfg: Config, run_dir: &Path, resume: bool) -> Result<()> 
     let outcome = trainer.run(start, total, &mut on_eval)?;
     let scores = trainer.evaluate()?;
     print_scores("final", &scores);
-    save_adapter(&trainer.s, &run_dir)?;
+    // An evaluate_only run trained nothing: no adapter, no loss curve.
+    let trained = !trainer.s.cfg.run.evaluate_only;
+    if trained {
+        save_adapter(&trainer.s, &run_dir)?;
+    }
     write_results(&trainer.s, &run_dir, &outcome, &scores)?;
     write_predictions(&run_dir, &scores)?;
-    let metrics = metrics::read(&run_dir.join("metrics.jsonl"))?;
-    if let Err(e) = plots::loss_curves(&run_dir.join("loss.png"), &metrics) {
-        eprintln!("warning: {}", e.chain());
+    if trained {
+        let metrics = metrics::read(&run_dir.join("metrics.jsonl"))?;
+        if let Err(e) = plots::loss_curves(&run_dir.join("loss.png"), &metrics) {
+            eprintln!("warning: {}", e.chain());
+        }
     }
     println!("{}", run_dir.display());
     Ok(())
@@ -161,22 +169,28 @@ fn restore(s: &mut setup::Setup, run_dir: &Path, step: usize) -> Result<()> {
 
 fn describe(s: &setup::Setup) {
     let methods = s.hooks.methods();
+    let what = match (methods.is_empty(), s.store.trainable_numel()) {
+        (true, 0) => "none".to_string(),
+        (true, _) => "fine-tuning".to_string(),
+        (false, _) => methods.join(" + "),
+    };
+    let steps = if s.cfg.run.evaluate_only { "evaluation only".to_string() } else { format!("{} steps", s.total_steps) };
     eprintln!(
-        "model {} ({} layers); methods: {}; trainable {} of {} parameters ({:.3}%); {} steps",
+        "model {} ({} layers); methods: {}; trainable {} of {} parameters ({:.3}%); {}",
         s.model_dir.display(),
         s.model.num_layers(),
-        if methods.is_empty() { "fine-tuning".to_string() } else { methods.join(" + ") },
+        what,
         s.store.trainable_numel(),
         s.store.total_numel(),
         100.0 * s.store.trainable_numel() as f64 / s.store.total_numel().max(1) as f64,
-        s.total_steps
+        steps
     );
 }
 
 fn print_scores(when: &str, scores: &[EvalScore]) {
     for sc in scores {
         let m: Vec<String> = sc.metrics.iter().map(|(k, v)| format!("{k} {v:.2}")).collect();
-        println!("[{when}] {} / {}{}: {} ({} questions)", sc.task, sc.set, sc.lang.as_ref().map(|l| format!(" ({l})")).unwrap_or_default(), m.join(", "), sc.count);
+        println!("[{when}] {} / {}{}: {} ({} items)", sc.task, sc.set, sc.lang.as_ref().map(|l| format!(" ({l})")).unwrap_or_default(), m.join(", "), sc.count);
     }
 }
 
@@ -189,8 +203,12 @@ fn save_adapter(s: &setup::Setup, run_dir: &Path) -> Result<()> {
     let qa = s.cfg.tasks.iter().any(|t| t.kind == "qa");
     let mut saved_heads = Vec::new();
     if !s.hooks.is_empty() {
-        let opts = if qa { SaveOptions::question_answering(&s.model.config, base) } else { SaveOptions::encoder(base) };
-        peft::save(&dir, &s.hooks, &s.store, &s.model.config, &opts)?;
+        let opts = match &s.model {
+            task::Backbone::Decoder(_) => SaveOptions::causal_lm(base),
+            task::Backbone::Encoder(m) if qa => SaveOptions::question_answering(&m.config, base),
+            task::Backbone::Encoder(_) => SaveOptions::encoder(base),
+        };
+        peft::save(&dir, &s.hooks, &s.store, s.model.arch(), &opts)?;
         saved_heads = opts.modules_to_save.iter().map(|m| format!("{m}.")).collect();
     }
     // Everything else that trained (fine-tuned backbone tensors, heads peft did not take).
@@ -209,7 +227,8 @@ fn save_adapter(s: &setup::Setup, run_dir: &Path) -> Result<()> {
 }
 
 /// `RUN_DIR/predictions/<task>.<set>.json`: `{question id: answer}` of each QA evaluation set,
-/// the format `engine-train score --metric squad|mlqa` reads.
+/// the format `engine-train score --metric squad|mlqa` reads; `{instance id: generated text}`
+/// of each generation set.
 fn write_predictions(run_dir: &Path, scores: &[EvalScore]) -> Result<()> {
     for sc in scores {
         let Some(predictions) = &sc.predictions else { continue };

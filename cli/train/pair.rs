@@ -146,7 +146,7 @@ impl Task for PairTask {
             }
             let count = data.labels.len();
             let accuracy = if count == 0 { 0.0 } else { 100.0 * correct as f64 / count as f64 };
-            out.push(EvalScore { task: self.name.clone(), set: name.clone(), lang: lang.clone(), count, metrics: [("accuracy".to_string(), accuracy)].into_iter().collect(), predictions: None });
+            out.push(EvalScore { task: self.name.clone(), set: name.clone(), lang: lang.clone(), count, metrics: [("accuracy".to_string(), accuracy)].into_iter().collect(), predictions: None, samples: None });
         }
         Ok(out)
     }

@@ -168,6 +168,7 @@ impl Task for QaTask {
                 count: scores.count,
                 metrics: [("exact_match".to_string(), scores.exact_match), ("f1".to_string(), scores.f1)].into_iter().collect(),
                 predictions: Some(set.examples.iter().map(|e| e.id.clone()).zip(predictions).collect()),
+                samples: None,
             });
         }
         Ok(out)

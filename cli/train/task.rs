@@ -10,13 +10,68 @@ use polyadapt::data::{EncodedBatch, TextTokenizer};
 use polyadapt::engine::autograd::{ParamStore, Tape, Var};
 use polyadapt::models::bert::{BertModel, ForwardOptions};
 use polyadapt::models::hooks::LayerHooks;
-use polyadapt::Result;
+use polyadapt::models::llama::LlamaModel;
+use polyadapt::models::peft::Arch;
+use polyadapt::{Error, Result};
 
 use super::config::DataConfig;
 
+/// The run's model: an encoder (qa and pair tasks, alignment, pseudo-data) or a decoder (gen
+/// tasks).
+pub enum Backbone {
+    Encoder(BertModel),
+    Decoder(LlamaModel),
+}
+
+impl Backbone {
+    pub fn num_layers(&self) -> usize {
+        match self {
+            Backbone::Encoder(m) => m.num_layers(),
+            Backbone::Decoder(m) => m.num_layers(),
+        }
+    }
+
+    /// The longest sequence in tokens.
+    pub fn max_tokens(&self) -> usize {
+        match self {
+            Backbone::Encoder(m) => m.max_tokens(),
+            Backbone::Decoder(m) => m.max_tokens(),
+        }
+    }
+
+    pub fn hidden_size(&self) -> usize {
+        match self {
+            Backbone::Encoder(m) => m.config.hidden_size,
+            Backbone::Decoder(m) => m.config.hidden_size,
+        }
+    }
+
+    /// Sizes and module names for the adaptation modules.
+    pub fn arch(&self) -> Arch {
+        match self {
+            Backbone::Encoder(m) => Arch::from(&m.config),
+            Backbone::Decoder(m) => Arch::from(&m.config),
+        }
+    }
+
+    pub fn encoder(&self) -> Option<&BertModel> {
+        match self {
+            Backbone::Encoder(m) => Some(m),
+            Backbone::Decoder(_) => None,
+        }
+    }
+
+    pub fn decoder(&self) -> Option<&LlamaModel> {
+        match self {
+            Backbone::Decoder(m) => Some(m),
+            Backbone::Encoder(_) => None,
+        }
+    }
+}
+
 /// The adapted model as one forward pass sees it.
 pub struct Ctx<'a> {
-    pub model: &'a BertModel,
+    pub model: &'a Backbone,
     pub store: &'a ParamStore,
     pub hooks: &'a dyn LayerHooks,
     pub training: bool,
@@ -26,10 +81,12 @@ pub struct Ctx<'a> {
 impl Ctx<'_> {
     /// The real tokens' hidden states `[tokens, hidden]` of `layer` (the last one when `None`),
     /// and each sequence's rows among them.
+    /// Encoders only (setup gives decoders gen tasks alone).
     pub fn encode_layer(&mut self, tape: &mut Tape, batch: &EncodedBatch, layer: Option<usize>) -> Result<(Var, Vec<usize>)> {
-        let layer = layer.unwrap_or(self.model.num_layers());
+        let model = self.model.encoder().ok_or_else(|| Error::Usage("this task needs an encoder; the model is a decoder".into()))?;
+        let layer = layer.unwrap_or(model.num_layers());
         let opts = ForwardOptions { training: self.training, dropout_seed: self.dropout_seed, layers: vec![layer] };
-        let out = self.model.forward(tape, self.store, batch, self.hooks, &opts)?;
+        let out = model.forward(tape, self.store, batch, self.hooks, &opts)?;
         let tokens = out.real_tokens(tape, &out.hidden[0].1)?;
         Ok((tokens, out.packing.offsets.clone()))
     }
@@ -47,7 +104,10 @@ pub struct EvalScore {
     pub lang: Option<String>,
     pub count: usize,
     pub metrics: BTreeMap<String, f64>,
-    /// QA: the predicted answer of each question id, written to the run's `predictions/` at
+    /// A few of the model's outputs next to their references (generation tasks).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub samples: Option<Vec<serde_json::Value>>,
+    /// The predicted answer (QA) or generated text (gen) of each id, written to the run's `predictions/` at
     /// the end so `engine-train score` can re-score them (not part of results.json).
     #[serde(skip)]
     pub predictions: Option<BTreeMap<String, String>>,

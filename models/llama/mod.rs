@@ -26,6 +26,7 @@
 pub mod cache;
 pub mod config;
 pub mod generate;
+pub mod lm_loss;
 pub mod load;
 
 use std::path::Path;
@@ -269,8 +270,7 @@ impl LlamaModel {
             };
             if let Some(pick) = pick {
                 let rows = if pick.len() == rows { normed } else { ops::gather_rows(tape, &normed, &pick)? };
-                let head = tape.param(store, self.lm_head.unwrap_or(self.embed));
-                logits = Some(ops::linear(tape, &rows, &head, None, self.precision)?);
+                logits = Some(self.lm_logits(tape, store, &rows)?);
             }
         }
         hidden.sort_by_key(|(slot, _)| *slot);
@@ -282,6 +282,13 @@ impl LlamaModel {
             batch: batch.batch,
             len: batch.len,
         })
+    }
+
+    /// The output projection of final-norm hidden rows `[n, hidden]` (hidden state `L`):
+    /// logits `[n, vocab]`. A loss that needs few rows' logits applies it to those alone.
+    pub fn lm_logits(&self, tape: &mut Tape, store: &ParamStore, normed: &Var) -> Result<Var> {
+        let head = tape.param(store, self.lm_head.unwrap_or(self.embed));
+        ops::linear(tape, normed, &head, None, self.precision)
     }
 
     #[allow(clippy::too_many_arguments)]

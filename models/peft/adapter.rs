@@ -1,7 +1,8 @@
 //! Bottleneck adapters (Houlsby et al. 2019; Pfeiffer et al. 2020): after the attention block
 //! and/or the feed-forward block of a layer, on the sublayer's output `h` before its dropout,
-//! residual connection and LayerNorm, `h + up(act(down(h)))` with `down` `[m, hidden]`,
-//! `up` `[hidden, m]` (biases `[m]`, `[hidden]`).
+//! residual connection and LayerNorm (a pre-norm decoder: before the residual addition),
+//! `h + up(act(down(h)))` with `down` `[m, hidden]`, `up` `[hidden, m]` (biases `[m]`,
+//! `[hidden]`).
 //!
 //! `up` starts at zero (weight and bias), so training starts from the backbone exactly; `down`
 //! starts small: N(0, std^2) with `init_std` (default 1e-3), or Houlsby's near-identity init
@@ -16,8 +17,8 @@ use crate::engine::error::{Error, Result};
 use crate::engine::ops::{self, GeluKind};
 use crate::engine::rng;
 use crate::engine::tensor::Tensor;
-use crate::models::config::BertConfig;
 use crate::models::hooks::{LayerHooks, Site};
+use crate::models::peft::arch::Arch;
 use crate::models::peft::names::{self, streams};
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -82,7 +83,8 @@ pub fn site_name(s: Site) -> &'static str {
     }
 }
 
-/// The HF module whose output the adapter follows: `BertSelfOutput` or `BertOutput`.
+/// The HF module of a BERT layer whose output the adapter follows: `BertSelfOutput` or
+/// `BertOutput` (any backbone's: [`Arch::site_module`]).
 pub fn site_module(s: Site) -> &'static str {
     match s {
         Site::Attention => "attention.output",
@@ -101,24 +103,26 @@ pub struct AdapterParams {
     pub up_b: ParamId,
 }
 
-/// Store name of one adapter tensor: `adapter.encoder.layer.<l>.<site module>.adapter.<part>`
+/// Store name of one adapter tensor: `adapter.<layers path><l>.<site module>.adapter.<part>`
 /// with part `down.weight`, `down.bias`, `up.weight` or `up.bias`.
-pub fn param_name(layer: usize, site: Site, part: &str) -> String {
-    format!("adapter.encoder.layer.{layer}.{}.adapter.{part}", site_module(site))
+pub fn param_name(arch: &Arch, layer: usize, site: Site, part: &str) -> String {
+    arch.module_param("adapter", layer, arch.site_module(site), &format!("adapter.{part}"))
 }
 
 pub const PARTS: [&str; 4] = ["down.weight", "down.bias", "up.weight", "up.bias"];
 
 pub struct Adapters {
     pub config: AdapterConfig,
+    /// The backbone the adapters sit in (its names).
+    pub arch: Arch,
     adapters: Vec<AdapterParams>,
 }
 
 impl Adapters {
-    pub fn new(store: &mut ParamStore, model: &BertConfig, cfg: &AdapterConfig, seed: u64) -> Result<Adapters> {
+    pub fn new(store: &mut ParamStore, model: &Arch, cfg: &AdapterConfig, seed: u64) -> Result<Adapters> {
         let (m, h) = (cfg.size, model.hidden_size);
         let mut sites = Vec::new();
-        for layer in names::resolve_layers("adapter", &cfg.layers, model.num_hidden_layers)? {
+        for layer in names::resolve_layers("adapter", &cfg.layers, model.num_layers)? {
             for site in site_list(cfg)? {
                 let stream = streams::site(streams::ADAPTER_INIT, layer, site as usize);
                 let down = if cfg.houlsby { truncated_normal(m * h, 1e-2, seed, stream) } else { names::normal(m * h, cfg.init_std, seed, stream) };
@@ -131,7 +135,7 @@ impl Adapters {
 
     /// Adapters from given tensors (a loaded file): per (layer, site) down.weight, down.bias,
     /// up.weight, up.bias.
-    pub fn from_tensors(store: &mut ParamStore, model: &BertConfig, cfg: AdapterConfig, sites: Vec<(usize, Site, [Tensor; 4])>, trainable: bool) -> Result<Adapters> {
+    pub fn from_tensors(store: &mut ParamStore, model: &Arch, cfg: AdapterConfig, sites: Vec<(usize, Site, [Tensor; 4])>, trainable: bool) -> Result<Adapters> {
         let (m, h) = (cfg.size, model.hidden_size);
         if m == 0 {
             return Err(Error::Usage("adapter: size must be at least 1".into()));
@@ -142,12 +146,12 @@ impl Adapters {
         let shapes: [&[usize]; 4] = [&[m, h], &[m], &[h, m], &[h]];
         let mut adapters = Vec::with_capacity(sites.len());
         for (layer, site, tensors) in sites {
-            if layer >= model.num_hidden_layers {
-                return Err(Error::Usage(format!("adapter: layer {layer} does not exist (the model has layers 0..{})", model.num_hidden_layers)));
+            if layer >= model.num_layers {
+                return Err(Error::Usage(format!("adapter: layer {layer} does not exist (the model has layers 0..{})", model.num_layers)));
             }
             let mut ids = Vec::with_capacity(4);
             for ((t, part), shape) in tensors.into_iter().zip(PARTS).zip(shapes) {
-                let name = param_name(layer, site, part);
+                let name = param_name(model, layer, site, part);
                 if t.shape() != shape {
                     return Err(Error::shape("adapter", format!("`{name}` is {:?}, expected {shape:?}", t.shape())));
                 }
@@ -155,7 +159,7 @@ impl Adapters {
             }
             adapters.push(AdapterParams { layer, site, down_w: ids[0], down_b: ids[1], up_w: ids[2], up_b: ids[3] });
         }
-        Ok(Adapters { config: cfg, adapters })
+        Ok(Adapters { config: cfg, arch: model.clone(), adapters })
     }
 
     pub fn adapters(&self) -> &[AdapterParams] {

@@ -1,4 +1,5 @@
-//! LoRA: a low-rank update `s * B A` of a frozen projection, `s = alpha / r`.
+//! LoRA: a low-rank update `s * B A` of a frozen projection, `s = alpha / r`, on any
+//! projection of an encoder or decoder layer ([`Arch::projections`]).
 //!
 //! Forward (as peft's `lora.Linear`): `y = x W^T + b + s * dropout(x) A^T B^T`, computed as
 //! two `ops::linear` calls with the scale applied to the `[tokens, r]` intermediate (r is small,
@@ -21,8 +22,8 @@ use crate::engine::cpu::gemm::{gemm, MatMut, MatRef, Precision};
 use crate::engine::error::{Error, Result};
 use crate::engine::ops::{self, DropoutRng};
 use crate::engine::tensor::{DType, Tensor};
-use crate::models::config::BertConfig;
 use crate::models::hooks::{LayerHooks, PassInfo, Proj};
+use crate::models::peft::arch::Arch;
 use crate::models::peft::names::{self, streams};
 
 /// LoRA as a training config names it.
@@ -36,7 +37,8 @@ pub struct LoraConfig {
     /// Dropout probability on the LoRA branch's input (training only).
     #[serde(default)]
     pub dropout: f32,
-    /// Projections: q, k, v, o, ffn_in, ffn_out.
+    /// Projections: q, k, v, o, ffn_in, ffn_out; on a decoder also ffn_gate (and peft's
+    /// names: q_proj .. down_proj, gate, up, down).
     #[serde(default = "default_targets")]
     pub targets: Vec<String>,
     /// Layers to adapt; all when absent.
@@ -74,6 +76,8 @@ pub struct LoraSite {
 
 pub struct Lora {
     pub config: LoraConfig,
+    /// The backbone the module adapts (its names and sizes).
+    pub arch: Arch,
     scale: f32,
     sites: Vec<LoraSite>,
     lookup: HashMap<(usize, Proj), usize>,
@@ -82,23 +86,26 @@ pub struct Lora {
     merged: Option<Vec<(ParamId, Tensor)>>,
 }
 
-/// Store names of a site's matrices: `lora.<module>.lora_A.weight` and `...lora_B.weight`.
-pub fn param_names(layer: usize, proj: Proj) -> (String, String) {
-    let m = format!("lora.encoder.layer.{layer}.{}", names::module_path(proj));
-    (format!("{m}.lora_A.weight"), format!("{m}.lora_B.weight"))
+/// Store names of a site's matrices: `lora.<layers path><layer>.<module>.lora_A.weight` and
+/// `...lora_B.weight`.
+pub fn param_names(arch: &Arch, layer: usize, proj: Proj) -> (String, String) {
+    let m = arch.module_path(proj);
+    (arch.module_param("lora", layer, m, "lora_A.weight"), arch.module_param("lora", layer, m, "lora_B.weight"))
 }
 
+/// The projection's index in random-number streams and sort orders: its declaration order
+/// (q, k, v, o, ffn_in, ffn_out as in `Proj::ALL`, then ffn_gate), stable across families.
 fn proj_index(p: Proj) -> usize {
-    Proj::ALL.iter().position(|&q| q == p).expect("every projection is in ALL")
+    p as usize
 }
 
 impl Lora {
     /// New trainable LoRA matrices for every (layer, target) of `cfg`: A from the counter RNG
     /// under `seed`, B zero.
-    pub fn new(store: &mut ParamStore, model: &BertConfig, cfg: &LoraConfig, seed: u64) -> Result<Lora> {
+    pub fn new(store: &mut ParamStore, arch: &Arch, cfg: &LoraConfig, seed: u64) -> Result<Lora> {
         check(cfg)?;
-        let layers = names::resolve_layers("lora", &cfg.layers, model.num_hidden_layers)?;
-        let mut targets = cfg.targets.iter().map(|t| names::parse_proj(t)).collect::<Result<Vec<_>>>()?;
+        let layers = names::resolve_layers("lora", &cfg.layers, arch.num_layers)?;
+        let mut targets = cfg.targets.iter().map(|t| arch.parse_proj(t).map_err(|e| Error::Usage(format!("lora: {e}")))).collect::<Result<Vec<_>>>()?;
         targets.sort_by_key(|&p| proj_index(p));
         targets.dedup();
         if targets.is_empty() {
@@ -107,18 +114,18 @@ impl Lora {
         let mut sites = Vec::new();
         for &layer in &layers {
             for &proj in &targets {
-                let (din, dout) = names::proj_dims(model, proj);
+                let (din, dout) = arch.proj_dims(proj);
                 let stream = streams::site(streams::LORA_INIT, layer, proj_index(proj));
                 let a = Tensor::new(names::kaiming_uniform(cfg.r * din, din, seed, stream), &[cfg.r, din]);
                 let b = Tensor::zeros(&[dout, cfg.r]);
                 sites.push((layer, proj, a, b));
             }
         }
-        Lora::from_tensors(store, cfg.clone(), sites, true)
+        Lora::from_tensors(store, arch, cfg.clone(), sites, true)
     }
 
     /// LoRA from given matrices (a loaded adapter): `(layer, proj, A [r, in], B [out, r])`.
-    pub fn from_tensors(store: &mut ParamStore, cfg: LoraConfig, sites: Vec<(usize, Proj, Tensor, Tensor)>, trainable: bool) -> Result<Lora> {
+    pub fn from_tensors(store: &mut ParamStore, arch: &Arch, cfg: LoraConfig, sites: Vec<(usize, Proj, Tensor, Tensor)>, trainable: bool) -> Result<Lora> {
         check(&cfg)?;
         let mut out = Vec::with_capacity(sites.len());
         let mut lookup = HashMap::new();
@@ -127,7 +134,7 @@ impl Lora {
             if a.rank() != 2 || b.rank() != 2 || a.dim(0) != r || b.dim(1) != r {
                 return Err(Error::shape("lora", format!("layer {layer} {}: A {:?} and B {:?} are not [{r}, in] and [out, {r}]", proj.short(), a.shape(), b.shape())));
             }
-            let (na, nb) = param_names(layer, proj);
+            let (na, nb) = param_names(arch, layer, proj);
             let a = store.add(na, a, trainable)?;
             let b = store.add(nb, b, trainable)?;
             if lookup.insert((layer, proj), out.len()).is_some() {
@@ -135,7 +142,7 @@ impl Lora {
             }
             out.push(LoraSite { layer, proj, a, b });
         }
-        Ok(Lora { scale: cfg.scale(), config: cfg, sites: out, lookup, pass: Cell::new(PassInfo::default()), merged: None })
+        Ok(Lora { scale: cfg.scale(), config: cfg, arch: arch.clone(), sites: out, lookup, pass: Cell::new(PassInfo::default()), merged: None })
     }
 
     pub fn sites(&self) -> &[LoraSite] {
@@ -164,7 +171,7 @@ impl Lora {
         // Compute every merged weight before replacing any: an error leaves the model as it was.
         let mut updates = Vec::with_capacity(self.sites.len());
         for s in &self.sites {
-            let name = names::weight_name(s.layer, s.proj);
+            let name = self.arch.weight_name(s.layer, s.proj);
             let id = store.id(&name).ok_or_else(|| Error::Usage(format!("LoRA merge: the model has no weight `{name}`")))?;
             let w = store.value(id);
             let (a, b) = (store.value(s.a), store.value(s.b));

@@ -1,5 +1,6 @@
 //! Parameter-efficient adaptation: LoRA, prefix keys/values, soft prompts, bottleneck
-//! adapters, and the fine-tuning baselines, on a frozen BERT-family backbone.
+//! adapters, and the fine-tuning baselines, on a frozen backbone: a BERT-family encoder or a
+//! LLaMA-family decoder ([`arch::Arch`] holds the sizes and module names of each).
 //!
 //! Each method is one module implementing [`LayerHooks`](crate::models::hooks::LayerHooks)
 //! and owning its trainable parameters in the shared [`ParamStore`] (names in [`names`]); any
@@ -15,10 +16,11 @@
 //! let methods: MethodsConfig = /* from the run config */;
 //! let adaptation = Adaptation::build(&mut store, &model.config, &methods, seed, Some(&tok))?;
 //! let out = model.forward(&mut tape, &store, &batch, &adaptation, &opts)?;
-//! format::save(&out_dir, &adaptation, &store, &SaveOptions::for_model(...))?;
+//! format::save(&out_dir, &adaptation, &store, &model.config, &SaveOptions::encoder(name))?;
 //! ```
 
 pub mod adapter;
+pub mod arch;
 pub mod baseline;
 pub mod format;
 pub mod lora;
@@ -29,7 +31,8 @@ pub mod prompt;
 use serde::{Deserialize, Serialize};
 
 pub use adapter::{AdapterActivation, AdapterConfig, Adapters};
-pub use baseline::{fine_tune, FineTuneConfig};
+pub use arch::{Arch, Family};
+pub use baseline::{fine_tune, fine_tune_backbone, FineTuneConfig};
 pub use format::{load, save, LoadedAdapter, SaveOptions};
 pub use lora::{Lora, LoraConfig};
 pub use prefix::{Prefix, PrefixConfig};
@@ -38,7 +41,6 @@ pub use prompt::{Prompt, PromptConfig, PromptInit};
 use crate::data::TextTokenizer;
 use crate::engine::autograd::{ParamId, ParamStore, Tape, Var};
 use crate::engine::error::Result;
-use crate::models::config::BertConfig;
 use crate::models::hooks::{LayerHooks, PassInfo, Proj, Site};
 
 /// The methods of a run and their sizes; absent methods are not used. Deserialises from the
@@ -70,16 +72,18 @@ pub struct Adaptation {
 
 impl Adaptation {
     /// Creates the modules `cfg` names (new trainable parameters, initialised from `seed`) and
-    /// applies its fine-tuning flags. `tokenizer` is needed only for a prompt's text init.
-    pub fn build(store: &mut ParamStore, model: &BertConfig, cfg: &MethodsConfig, seed: u64, tokenizer: Option<&TextTokenizer>) -> Result<Adaptation> {
+    /// applies its fine-tuning flags. `model` is the backbone's config (`&BertConfig`,
+    /// `&LlamaConfig`) or its [`Arch`]. `tokenizer` is needed only for a prompt's text init.
+    pub fn build(store: &mut ParamStore, model: impl Into<Arch>, cfg: &MethodsConfig, seed: u64, tokenizer: Option<&TextTokenizer>) -> Result<Adaptation> {
+        let arch: Arch = model.into();
         if let Some(ft) = &cfg.fine_tune {
-            fine_tune(store, model.num_hidden_layers, ft)?;
+            fine_tune_backbone(store, &arch, ft)?;
         }
         Ok(Adaptation {
-            lora: cfg.lora.as_ref().map(|c| Lora::new(store, model, c, seed)).transpose()?,
-            prefix: cfg.prefix.as_ref().map(|c| Prefix::new(store, model, c, seed)).transpose()?,
-            prompt: cfg.prompt.as_ref().map(|c| Prompt::new(store, model, c, seed, tokenizer)).transpose()?,
-            adapters: cfg.adapter.as_ref().map(|c| Adapters::new(store, model, c, seed)).transpose()?,
+            lora: cfg.lora.as_ref().map(|c| Lora::new(store, &arch, c, seed)).transpose()?,
+            prefix: cfg.prefix.as_ref().map(|c| Prefix::new(store, &arch, c, seed)).transpose()?,
+            prompt: cfg.prompt.as_ref().map(|c| Prompt::new(store, &arch, c, seed, tokenizer)).transpose()?,
+            adapters: cfg.adapter.as_ref().map(|c| Adapters::new(store, &arch, c, seed)).transpose()?,
         })
     }
 

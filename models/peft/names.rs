@@ -1,19 +1,18 @@
-//! Where the adaptation modules sit in a BERT-family encoder, by name.
+//! BERT's module paths, the layer lists, initialisations and random-number streams shared by
+//! the adaptation modules.
 //!
-//! The backbone's parameters are named as in Hugging Face checkpoints without the model prefix
-//! (`encoder.layer.3.attention.self.query.weight`), and peft names its tensors after the module
-//! they adapt (`...encoder.layer.3.attention.self.query.lora_A.weight`). Both come from the
-//! module paths here. The adaptation modules' own parameters are named
-//! `<method>.<peft key without "base_model.model." and the model prefix>`, e.g.
-//! `lora.encoder.layer.3.attention.self.query.lora_A.weight`: the method prefix keeps them
-//! apart from the backbone (a "freeze the lowest N layers" rule on `encoder.layer.N.` must not
-//! catch them).
+//! The backbone's parameters are named as in Hugging Face checkpoints (a BERT encoder without
+//! the model prefix: `encoder.layer.3.attention.self.query.weight`), and peft names its tensors
+//! after the module they adapt (`...encoder.layer.3.attention.self.query.lora_A.weight`). The
+//! adaptation modules' own parameters are named `<method>.<peft key without "base_model.model."
+//! and the model prefix>`, e.g. `lora.encoder.layer.3.attention.self.query.lora_A.weight`: the
+//! method prefix keeps them apart from the backbone (a "freeze the lowest N layers" rule on
+//! `encoder.layer.N.` must not catch them). Other architectures' paths: [`super::arch`].
 
 use crate::engine::error::{Error, Result};
-use crate::models::config::BertConfig;
 use crate::models::hooks::Proj;
 
-/// The module path of a projection inside `encoder.layer.N`.
+/// The module path of a projection inside BERT's `encoder.layer.N`.
 pub fn module_path(proj: Proj) -> &'static str {
     match proj {
         Proj::Query => "attention.self.query",
@@ -22,44 +21,15 @@ pub fn module_path(proj: Proj) -> &'static str {
         Proj::Output => "attention.output.dense",
         Proj::FfnIn => "intermediate.dense",
         Proj::FfnOut => "output.dense",
-        // BERT has no gated feed-forward; this is LLaMA's module, for decoders.
+        // BERT has no gated feed-forward (`Arch::projections` never lists it for BERT);
+        // LLaMA's module path.
         Proj::FfnGate => "mlp.gate_proj",
     }
 }
 
-/// The projection whose module path is `path`.
-pub fn proj_of_path(path: &str) -> Option<Proj> {
-    Proj::ALL.into_iter().find(|&p| module_path(p) == path)
-}
-
-/// A projection from its config name: q, k, v, o, ffn_in, ffn_out (also peft's module names
-/// query, key, value).
-pub fn parse_proj(s: &str) -> Result<Proj> {
-    let p = match s {
-        "q" | "query" => Proj::Query,
-        "k" | "key" => Proj::Key,
-        "v" | "value" => Proj::Value,
-        "o" => Proj::Output,
-        "ffn_in" => Proj::FfnIn,
-        "ffn_out" => Proj::FfnOut,
-        _ => return Err(Error::Usage(format!("`{s}` is not a projection; expected one of q, k, v, o, ffn_in, ffn_out"))),
-    };
-    Ok(p)
-}
-
-/// The backbone weight `[out, in]` of a projection.
+/// The BERT backbone weight `[out, in]` of a projection.
 pub fn weight_name(layer: usize, proj: Proj) -> String {
     format!("encoder.layer.{layer}.{}.weight", module_path(proj))
-}
-
-/// `(in, out)` features of a projection.
-pub fn proj_dims(c: &BertConfig, proj: Proj) -> (usize, usize) {
-    let (h, f) = (c.hidden_size, c.intermediate_size);
-    match proj {
-        Proj::FfnIn | Proj::FfnGate => (h, f),
-        Proj::FfnOut => (f, h),
-        _ => (h, h),
-    }
 }
 
 /// The layers a module adapts: `None` means all; otherwise distinct indices below `layers`,

@@ -1,22 +1,24 @@
 //! Prefix tuning: trainable keys and values put before the real tokens' keys and values in the
 //! attention of every layer (or of chosen layers).
 //!
-//! The prefix is one table `[P, n * 2 * hidden]` for the `n` adapted layers, peft's
-//! `prompt_embeddings` layout: peft views it as `[P, 2n, heads, head_dim]` and permutes it to
-//! `[2n, batch, heads, P, head_dim]`, so layer `j`'s keys are column block `2j` and its values
-//! block `2j + 1`, each `[P, hidden]` with head `h` in columns `h * head_dim..`, which is the
-//! engine's own attention layout. The table is either trained directly (peft's default, init
-//! N(0, 1) as `nn.Embedding`) or produced by peft's reparameterisation MLP
-//! (`prefix_projection`): `Embedding(P, hidden) -> Linear(hidden, E) -> tanh -> Linear(E,
-//! n * 2 * hidden)`, `nn.Linear`'s init. The table is computed once per forward pass
+//! The prefix is one table `[P, n * 2 * D]` for the `n` adapted layers, `D` the width of a
+//! layer's keys (`hidden` on BERT, `kv_heads * head_dim` on a grouped-query decoder: peft's
+//! `token_dim`), peft's `prompt_embeddings` layout: peft views it as `[P, 2n, heads, head_dim]`
+//! (key/value heads) and permutes it to `[2n, batch, heads, P, head_dim]`, so layer `j`'s keys
+//! are column block `2j` and its values block `2j + 1`, each `[P, D]` with head `h` in columns
+//! `h * head_dim..`, which is the engine's own attention layout. The table is either trained
+//! directly (peft's default, init N(0, 1) as `nn.Embedding`) or produced by peft's
+//! reparameterisation MLP (`prefix_projection`): `Embedding(P, D) -> Linear(D, E) -> tanh ->
+//! Linear(E, n * 2 * D)`, `nn.Linear`'s init. The table is computed once per forward pass
 //! ([`LayerHooks::begin_forward`]) and each layer takes its rows from it.
 //!
 //! Positions: transformers counts the prefix as `P` past tokens, so under peft 0.21 the real
-//! tokens of a BERT / XLM-R model get position ids shifted by `P` (BERT: `P..P+T`). That is
-//! the default here (`peft_positions = true`, through [`LayerHooks::position_shift`]), so that
-//! an adapter gives the same outputs here and in peft. With `peft_positions = false` the real
-//! tokens keep the positions they have without a prefix (as the prefix-tuning paper intends);
-//! such an adapter gives different outputs when loaded into peft.
+//! tokens get position ids shifted by `P` (BERT: `P..P+T`; a LLaMA decoder's RoPE positions
+//! start at `P`, its cache holding the prefix). That is the default here (`peft_positions =
+//! true`, through [`LayerHooks::position_shift`]), so that an adapter gives the same outputs
+//! here and in peft. With `peft_positions = false` the real tokens keep the positions they have
+//! without a prefix (as the prefix-tuning paper intends); such an adapter gives different
+//! outputs when loaded into peft.
 
 use std::cell::RefCell;
 
@@ -27,8 +29,8 @@ use crate::engine::cpu::gemm::Precision;
 use crate::engine::error::{Error, Result};
 use crate::engine::ops;
 use crate::engine::tensor::Tensor;
-use crate::models::config::BertConfig;
 use crate::models::hooks::{LayerHooks, PassInfo};
+use crate::models::peft::arch::Arch;
 use crate::models::peft::names::{self, streams};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -55,9 +57,9 @@ fn yes() -> bool {
 /// Where the table comes from.
 #[derive(Clone, Copy, Debug)]
 pub enum PrefixSource {
-    /// `prefix.embedding.weight` `[P, n * 2 * hidden]`.
+    /// `prefix.embedding.weight` `[P, n * 2 * D]`.
     Table(ParamId),
-    /// `prefix.embedding.weight` `[P, hidden]` through `prefix.transform.{0,2}.{weight,bias}`.
+    /// `prefix.embedding.weight` `[P, D]` through `prefix.transform.{0,2}.{weight,bias}`.
     Mlp { embedding: ParamId, w1: ParamId, b1: ParamId, w2: ParamId, b2: ParamId },
 }
 
@@ -65,7 +67,8 @@ pub struct Prefix {
     pub config: PrefixConfig,
     /// The adapted layers, sorted.
     layers: Vec<usize>,
-    hidden: usize,
+    /// D: the width of one layer's keys.
+    width: usize,
     source: PrefixSource,
     /// Keys and values per model layer for the current pass, taken by `prefix()`.
     cache: RefCell<Vec<Option<(Var, Var)>>>,
@@ -74,9 +77,9 @@ pub struct Prefix {
 
 impl Prefix {
     /// A new trainable prefix (table or MLP) under `seed`.
-    pub fn new(store: &mut ParamStore, model: &BertConfig, cfg: &PrefixConfig, seed: u64) -> Result<Prefix> {
-        let layers = names::resolve_layers("prefix", &cfg.layers, model.num_hidden_layers)?;
-        let (p, h) = (cfg.virtual_tokens, model.hidden_size);
+    pub fn new(store: &mut ParamStore, arch: &Arch, cfg: &PrefixConfig, seed: u64) -> Result<Prefix> {
+        let layers = names::resolve_layers("prefix", &cfg.layers, arch.num_layers)?;
+        let (p, h) = (cfg.virtual_tokens, arch.kv_width());
         if p == 0 {
             return Err(Error::Usage("prefix: virtual_tokens must be at least 1".into()));
         }
@@ -101,23 +104,23 @@ impl Prefix {
                 }
             }
         };
-        Ok(Prefix::assemble(cfg.clone(), layers, model, source))
+        Ok(Prefix::assemble(cfg.clone(), layers, arch, source))
     }
 
-    /// A prefix from a given table `[P, n * 2 * hidden]` (a loaded adapter).
-    pub fn from_table(store: &mut ParamStore, model: &BertConfig, cfg: PrefixConfig, table: Tensor, trainable: bool) -> Result<Prefix> {
-        let layers = names::resolve_layers("prefix", &cfg.layers, model.num_hidden_layers)?;
-        let want = [cfg.virtual_tokens, layers.len() * 2 * model.hidden_size];
+    /// A prefix from a given table `[P, n * 2 * D]` (a loaded adapter).
+    pub fn from_table(store: &mut ParamStore, arch: &Arch, cfg: PrefixConfig, table: Tensor, trainable: bool) -> Result<Prefix> {
+        let layers = names::resolve_layers("prefix", &cfg.layers, arch.num_layers)?;
+        let want = [cfg.virtual_tokens, layers.len() * 2 * arch.kv_width()];
         if table.shape() != want {
-            return Err(Error::shape("prefix", format!("table {:?} is not {want:?} (virtual tokens, layers x 2 x hidden)", table.shape())));
+            return Err(Error::shape("prefix", format!("table {:?} is not {want:?} (virtual tokens, layers x 2 x key width)", table.shape())));
         }
         let id = store.add("prefix.embedding.weight", table, trainable)?;
-        Ok(Prefix::assemble(PrefixConfig { projection: None, ..cfg }, layers, model, PrefixSource::Table(id)))
+        Ok(Prefix::assemble(PrefixConfig { projection: None, ..cfg }, layers, arch, PrefixSource::Table(id)))
     }
 
-    fn assemble(config: PrefixConfig, layers: Vec<usize>, model: &BertConfig, source: PrefixSource) -> Prefix {
-        let n = model.num_hidden_layers;
-        Prefix { config, layers, hidden: model.hidden_size, source, cache: RefCell::new(vec![None; n]), num_layers: n }
+    fn assemble(config: PrefixConfig, layers: Vec<usize>, arch: &Arch, source: PrefixSource) -> Prefix {
+        let n = arch.num_layers;
+        Prefix { config, layers, width: arch.kv_width(), source, cache: RefCell::new(vec![None; n]), num_layers: n }
     }
 
     /// The adapted layers, sorted.
@@ -136,7 +139,7 @@ impl Prefix {
         }
     }
 
-    /// The table `[P, n * 2 * hidden]`: the parameter itself, or the MLP's output.
+    /// The table `[P, n * 2 * D]`: the parameter itself, or the MLP's output.
     pub fn table(&self, tape: &mut Tape, store: &ParamStore) -> Result<Var> {
         match self.source {
             PrefixSource::Table(t) => Ok(tape.param(store, t)),
@@ -159,9 +162,9 @@ impl Prefix {
 
 impl LayerHooks for Prefix {
     fn begin_forward(&self, tape: &mut Tape, store: &ParamStore, _pass: &PassInfo) -> Result<()> {
-        let (p, h, n) = (self.config.virtual_tokens, self.hidden, self.layers.len());
+        let (p, h, n) = (self.config.virtual_tokens, self.width, self.layers.len());
         let table = self.table(tape, store)?;
-        // [P, 2n * hidden] -> [P * 2n, hidden]: row p * 2n + 2j is virtual token p's key of
+        // [P, 2n * D] -> [P * 2n, D]: row p * 2n + 2j is virtual token p's key of
         // adapted layer j, the next row its value.
         let rows = ops::reshape(tape, &table, &[p * 2 * n, h])?;
         let mut cache = vec![None; self.num_layers];

@@ -12,11 +12,11 @@ use crate::data::TextTokenizer;
 use crate::engine::autograd::{ParamId, ParamStore, Tape, Var};
 use crate::engine::error::{Error, Result};
 use crate::engine::tensor::Tensor;
-use crate::models::config::BertConfig;
 use crate::models::hooks::LayerHooks;
+use crate::models::peft::arch::Arch;
 use crate::models::peft::names::{self, streams};
 
-/// The backbone's word embedding table.
+/// A BERT backbone's word embedding table (any backbone's: [`Arch::word_embeddings`]).
 pub const WORD_EMBEDDINGS: &str = "embeddings.word_embeddings.weight";
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -48,18 +48,19 @@ pub struct Prompt {
 
 impl Prompt {
     /// A new trainable prompt; `tokenizer` is needed for a text init.
-    pub fn new(store: &mut ParamStore, model: &BertConfig, cfg: &PromptConfig, seed: u64, tokenizer: Option<&TextTokenizer>) -> Result<Prompt> {
-        let (k, h) = (cfg.virtual_tokens, model.hidden_size);
+    pub fn new(store: &mut ParamStore, model: impl Into<Arch>, cfg: &PromptConfig, seed: u64, tokenizer: Option<&TextTokenizer>) -> Result<Prompt> {
+        let arch: Arch = model.into();
+        let (k, h) = (cfg.virtual_tokens, arch.hidden_size);
         if k == 0 {
             return Err(Error::Usage("prompt: virtual_tokens must be at least 1".into()));
         }
         let values = match &cfg.init {
             PromptInit::Random => names::normal(k * h, 1.0, seed, streams::site(streams::PROMPT_INIT, 0, 0)),
-            PromptInit::Tokens(ids) => word_rows(store, ids, k, h)?,
+            PromptInit::Tokens(ids) => word_rows(store, arch.word_embeddings(), ids, k, h)?,
             PromptInit::Text(text) => {
                 let tok = tokenizer.ok_or_else(|| Error::Usage("prompt: a text init needs the model's tokenizer".into()))?;
                 let enc = tok.encode_batch(std::slice::from_ref(text), usize::MAX)?;
-                word_rows(store, &enc.ids[..enc.lengths[0]], k, h)?
+                word_rows(store, arch.word_embeddings(), &enc.ids[..enc.lengths[0]], k, h)?
             }
         };
         let embedding = store.add("prompt.embedding.weight", Tensor::new(values, &[k, h]), true)?;
@@ -67,7 +68,7 @@ impl Prompt {
     }
 
     /// A prompt from a given table `[k, hidden]` (a loaded adapter).
-    pub fn from_table(store: &mut ParamStore, model: &BertConfig, table: Tensor, trainable: bool) -> Result<Prompt> {
+    pub fn from_table(store: &mut ParamStore, model: &Arch, table: Tensor, trainable: bool) -> Result<Prompt> {
         let [k, h] = *table.shape() else {
             return Err(Error::shape("prompt", format!("table must be [virtual tokens, hidden], found {:?}", table.shape())));
         };
@@ -85,11 +86,11 @@ impl Prompt {
 
 /// Rows of the word embedding table for `ids`, cut to `k` rows or repeated until `k` (peft's
 /// TEXT init).
-fn word_rows(store: &ParamStore, ids: &[u32], k: usize, h: usize) -> Result<Vec<f32>> {
+fn word_rows(store: &ParamStore, table_name: &str, ids: &[u32], k: usize, h: usize) -> Result<Vec<f32>> {
     if ids.is_empty() {
         return Err(Error::Usage("prompt: the init text or token list gives no tokens".into()));
     }
-    let id = store.id(WORD_EMBEDDINGS).ok_or_else(|| Error::Usage(format!("prompt: the model has no `{WORD_EMBEDDINGS}`")))?;
+    let id = store.id(table_name).ok_or_else(|| Error::Usage(format!("prompt: the model has no `{table_name}`")))?;
     let table = store.value(id);
     let vocab = table.dim(0);
     let table = table.to_f32_cow();

@@ -6,8 +6,9 @@
 //! `init_std` and `houlsby` (how `down` was initialised; informative), plus peft's
 //! `base_model_name_or_path`, `task_type`, `modules_to_save`, and `polyadapt_format_version` 1.
 //! Tensors, per adapted (layer, site), named after the HF module whose output the adapter
-//! follows (`attention.output` = BertSelfOutput, `output` = BertOutput):
-//! `base_model.model.<prefix>encoder.layer.<l>.<module>.adapter.down.weight` `[m, hidden]`,
+//! follows (BERT: `attention.output` = BertSelfOutput, `output` = BertOutput; LLaMA:
+//! `self_attn` = the attention's output, that of `o_proj`, and `mlp` = that of `down_proj`):
+//! `base_model.model.<prefix><layers path><l>.<module>.adapter.down.weight` `[m, hidden]`,
 //! `...adapter.down.bias` `[m]`, `...adapter.up.weight` `[hidden, m]`, `...adapter.up.bias`
 //! `[hidden]`; task heads as for LoRA (`base_model.model.<module>...`).
 
@@ -18,9 +19,9 @@ use serde_json::{json, Value};
 use crate::engine::autograd::ParamStore;
 use crate::engine::error::Result;
 use crate::engine::tensor::Tensor;
-use crate::models::config::BertConfig;
 use crate::models::hooks::Site;
-use crate::models::peft::adapter::{parse_site, site_module, site_name, AdapterActivation, AdapterConfig, Adapters, PARTS};
+use crate::models::peft::adapter::{parse_site, site_name, AdapterActivation, AdapterConfig, Adapters, PARTS};
+use crate::models::peft::arch::Arch;
 use crate::models::peft::format::files::{split_tuner_key, tuner_key, AdapterFile, TUNER_BASE};
 use crate::models::peft::format::json::ConfigFile;
 use crate::models::peft::format::lora::modules_to_save;
@@ -28,11 +29,12 @@ use crate::models::peft::format::{head_keys, number, SaveOptions};
 
 pub const BOTTLENECK: &str = "POLYADAPT_BOTTLENECK";
 
-pub fn to_file(adapters: &Adapters, store: &ParamStore, opts: &SaveOptions, model: &BertConfig) -> (Value, Vec<(String, Tensor)>) {
+pub fn to_file(adapters: &Adapters, store: &ParamStore, opts: &SaveOptions, model: &Arch) -> (Value, Vec<(String, Tensor)>) {
     let mut tensors = Vec::new();
     for a in adapters.adapters() {
         for (part, id) in PARTS.iter().zip([a.down_w, a.down_b, a.up_w, a.up_b]) {
-            tensors.push((tuner_key(&opts.model_prefix, a.layer, site_module(a.site), &format!("adapter.{part}")), store.value(id).clone()));
+            let key = tuner_key(&opts.model_prefix, model.layers_path(), a.layer, model.site_module(a.site), &format!("adapter.{part}"));
+            tensors.push((key, store.value(id).clone()));
         }
     }
     let layers: BTreeSet<usize> = adapters.adapters().iter().map(|a| a.layer).collect();
@@ -47,7 +49,7 @@ pub fn to_file(adapters: &Adapters, store: &ParamStore, opts: &SaveOptions, mode
         "layers": layers,
         "modules_to_save": opts.modules_to_save_json(),
         "non_linearity": c.activation.name(),
-        "num_layers": model.num_hidden_layers,
+        "num_layers": model.num_layers,
         "peft_type": BOTTLENECK,
         "polyadapt_format_version": 1,
         "sites": sites,
@@ -64,7 +66,7 @@ pub struct ReadAdapters {
     pub model_prefix: String,
 }
 
-pub fn from_file(cfg: &ConfigFile, file: &AdapterFile, model: &BertConfig, store: &mut ParamStore, trainable: bool) -> Result<ReadAdapters> {
+pub fn from_file(cfg: &ConfigFile, file: &AdapterFile, model: &Arch, store: &mut ParamStore, trainable: bool) -> Result<ReadAdapters> {
     let version = cfg.usize("polyadapt_format_version")?;
     if version != 1 {
         return Err(cfg.err("polyadapt_format_version", format!("{version}: this engine reads version 1")));
@@ -81,19 +83,20 @@ pub fn from_file(cfg: &ConfigFile, file: &AdapterFile, model: &BertConfig, store
     let site_names = cfg.opt_str_list("sites")?.ok_or_else(|| cfg.err("sites", "missing"))?;
     let sites = site_names.iter().map(|s| parse_site(s)).collect::<Result<Vec<Site>>>().map_err(|e| cfg.err("sites", e.to_string()))?;
     let layers = cfg.opt_usize_list("layers")?.ok_or_else(|| cfg.err("layers", "missing"))?;
-    if let Some(&l) = layers.iter().find(|&&l| l >= model.num_hidden_layers) {
-        return Err(cfg.err("layers", format!("layer {l} does not exist (the model has layers 0..{})", model.num_hidden_layers)));
+    if let Some(&l) = layers.iter().find(|&&l| l >= model.num_layers) {
+        return Err(cfg.err("layers", format!("layer {l} does not exist (the model has layers 0..{})", model.num_layers)));
     }
     let allowed = modules_to_save(cfg)?;
 
     // The model prefix is whatever the first adapter tensor uses; all must agree.
     let names = file.names();
-    let prefix = names.iter().find_map(|n| split_tuner_key(n).map(|(p, _, _)| p.to_string())).unwrap_or_default();
+    let lp = model.layers_path();
+    let prefix = names.iter().find_map(|n| split_tuner_key(n, lp).map(|(p, _, _)| p.to_string())).unwrap_or_default();
     let mut expected = BTreeSet::new();
     let mut found = Vec::new();
     for &layer in &layers {
         for &site in &sites {
-            let keys = PARTS.map(|part| tuner_key(&prefix, layer, site_module(site), &format!("adapter.{part}")));
+            let keys = PARTS.map(|part| tuner_key(&prefix, lp, layer, model.site_module(site), &format!("adapter.{part}")));
             let shapes: [&[usize]; 4] = [&[m, h], &[m], &[h, m], &[h]];
             let mut ts = Vec::with_capacity(4);
             for (k, s) in keys.iter().zip(shapes) {
@@ -121,7 +124,7 @@ pub fn from_file(cfg: &ConfigFile, file: &AdapterFile, model: &BertConfig, store
         size: m,
         activation,
         sites: site_names,
-        layers: (layers.len() < model.num_hidden_layers).then_some(layers),
+        layers: (layers.len() < model.num_layers).then_some(layers),
         init_std: cfg.f32_or("init_std", 1e-3)?,
         houlsby: cfg.bool_or("houlsby", false)?,
     };

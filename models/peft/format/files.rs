@@ -3,8 +3,10 @@
 //! peft prefixes a tuner's tensors (LoRA, here also the bottleneck adapters) with
 //! `base_model.model.` and the module path in the task model, whose backbone sits under a
 //! model prefix: `""` for a plain `BertModel`, `bert.` for `BertForQuestionAnswering`,
-//! `roberta.` for `XLMRobertaForQuestionAnswering`. Prompt-learning methods store one tensor,
-//! `prompt_embeddings`, and their task heads under `base_model.` only.
+//! `roberta.` for `XLMRobertaForQuestionAnswering`, `model.` for `LlamaForCausalLM`; the
+//! layers follow under the architecture's layers path (`encoder.layer.`, `layers.`).
+//! Prompt-learning methods store one tensor, `prompt_embeddings`, and their task heads under
+//! `base_model.` only.
 
 use std::path::{Path, PathBuf};
 
@@ -18,20 +20,20 @@ pub const TUNER_BASE: &str = "base_model.model.";
 pub const PROMPT_BASE: &str = "base_model.";
 pub const PROMPT_EMBEDDINGS: &str = "prompt_embeddings";
 
-/// `base_model.model.<prefix>encoder.layer.<layer>.<module>.<tail>`.
-pub fn tuner_key(model_prefix: &str, layer: usize, module: &str, tail: &str) -> String {
-    format!("{TUNER_BASE}{model_prefix}encoder.layer.{layer}.{module}.{tail}")
+/// `base_model.model.<prefix><layers path><layer>.<module>.<tail>`.
+pub fn tuner_key(model_prefix: &str, layers_path: &str, layer: usize, module: &str, tail: &str) -> String {
+    format!("{TUNER_BASE}{model_prefix}{layers_path}{layer}.{module}.{tail}")
 }
 
-/// A tuner key split into (model prefix, layer, the rest after `encoder.layer.<layer>.`).
-pub fn split_tuner_key(key: &str) -> Option<(&str, usize, &str)> {
+/// A tuner key split into (model prefix, layer, the rest after `<layers path><layer>.`).
+pub fn split_tuner_key<'k>(key: &'k str, layers_path: &str) -> Option<(&'k str, usize, &'k str)> {
     let rest = key.strip_prefix(TUNER_BASE)?;
-    let at = rest.find("encoder.layer.")?;
+    let at = rest.find(layers_path)?;
     let (prefix, body) = rest.split_at(at);
     if !(prefix.is_empty() || prefix.ends_with('.')) {
         return None;
     }
-    let body = &body["encoder.layer.".len()..];
+    let body = &body[layers_path.len()..];
     let (layer, tail) = body.split_once('.')?;
     Some((prefix, layer.parse().ok()?, tail))
 }

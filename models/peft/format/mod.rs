@@ -26,6 +26,7 @@ use crate::engine::autograd::ParamStore;
 use crate::engine::error::{Error, Result};
 use crate::engine::tensor::Tensor;
 use crate::models::config::{BertConfig, ModelType};
+use crate::models::peft::arch::{Arch, Family};
 use crate::models::peft::Adaptation;
 use crate::models::weights::{write_safetensors, TensorData};
 use files::{AdapterFile, CONFIG_FILE, PROMPT_BASE, TUNER_BASE, WEIGHTS_FILE};
@@ -41,7 +42,7 @@ pub const METHOD_DIRS: [&str; 4] = ["lora", "prefix", "prompt", "adapter"];
 #[derive(Clone, Debug, PartialEq)]
 pub struct SaveOptions {
     /// Where the backbone sits in the task model: `""` (a plain `BertModel`), `bert.`
-    /// (`BertFor...`), `roberta.` (`XLMRobertaFor...`).
+    /// (`BertFor...`), `roberta.` (`XLMRobertaFor...`), `model.` (`LlamaForCausalLM`).
     pub model_prefix: String,
     /// peft's `task_type`: `FEATURE_EXTRACTION`, `QUESTION_ANS`, `SEQ_CLS`, ...
     pub task_type: Option<String>,
@@ -72,6 +73,12 @@ impl SaveOptions {
         }
     }
 
+    /// For a decoder as transformers' `LlamaForCausalLM` (peft's `CAUSAL_LM`): the layers
+    /// under `model.`, no task head (the output projection is the model's own).
+    pub fn causal_lm(base_model: impl Into<String>) -> SaveOptions {
+        SaveOptions { model_prefix: "model.".into(), task_type: Some("CAUSAL_LM".into()), base_model: base_model.into(), modules_to_save: Vec::new() }
+    }
+
     pub(crate) fn modules_to_save_json(&self) -> Value {
         if self.modules_to_save.is_empty() {
             Value::Null
@@ -98,9 +105,12 @@ pub(crate) mod head_keys {
     }
 }
 
-/// Saves every module of `adaptation` (and the heads of `opts.modules_to_save`) under `dir`.
-/// Files of methods not in `adaptation` left by an earlier save are removed.
-pub fn save(dir: &Path, adaptation: &Adaptation, store: &ParamStore, model: &BertConfig, opts: &SaveOptions) -> Result<()> {
+/// Saves every module of `adaptation` (and the heads of `opts.modules_to_save`) under `dir`;
+/// `model` is the backbone's config (`&BertConfig`, `&LlamaConfig`) or [`Arch`]. Files of
+/// methods not in `adaptation` left by an earlier save are removed.
+pub fn save(dir: &Path, adaptation: &Adaptation, store: &ParamStore, model: impl Into<Arch>, opts: &SaveOptions) -> Result<()> {
+    let model: Arch = model.into();
+    let model = &model;
     let methods = adaptation.methods();
     if methods.is_empty() {
         return Err(Error::Usage(format!("saving an adapter to {}: no adaptation module to save", dir.display())));
@@ -119,7 +129,7 @@ pub fn save(dir: &Path, adaptation: &Adaptation, store: &ParamStore, model: &Ber
     for m in &methods {
         let (config, mut tensors, base) = match *m {
             "lora" => {
-                let (c, t) = lora::to_peft(adaptation.lora.as_ref().expect("listed"), store, opts, model.num_hidden_layers);
+                let (c, t) = lora::to_peft(adaptation.lora.as_ref().expect("listed"), store, opts, model);
                 (c, t, TUNER_BASE)
             }
             "prefix" => {
@@ -195,9 +205,32 @@ pub fn adapter_folders(dir: &Path) -> Result<Vec<std::path::PathBuf>> {
     }
 }
 
+/// peft's `task_type` says which kind of model an adapter was made for; its config records no
+/// architecture otherwise, and a soft prompt of the right width would load anywhere. A decoder
+/// takes adapters of a causal LM (or of no / the feature-extraction task); an encoder refuses
+/// those of a generating model.
+fn check_task_type(cfg: &ConfigFile, model: &Arch) -> Result<()> {
+    let Some(task) = cfg.opt_str("task_type")? else { return Ok(()) };
+    let ok = match model.family {
+        Family::Llama => matches!(task, "CAUSAL_LM" | "FEATURE_EXTRACTION"),
+        Family::Bert => !matches!(task, "CAUSAL_LM" | "SEQ_2_SEQ_LM"),
+    };
+    if ok {
+        return Ok(());
+    }
+    let (model_kind, wants) = match model.family {
+        Family::Llama => ("a LLaMA-family decoder", "CAUSAL_LM"),
+        Family::Bert => ("a BERT-family encoder", "an encoder's task (QUESTION_ANS, SEQ_CLS, FEATURE_EXTRACTION, ...)"),
+    };
+    Err(cfg.err("task_type", format!("`{task}`: this adapter was made for another kind of model; the model is {model_kind}, which takes {wants}")))
+}
+
 /// Loads the adapter(s) in `dir` (one adapter, or one per method folder) onto a model with
-/// config `model`, adding their parameters to `store` (trainable or frozen).
-pub fn load(dir: &Path, store: &mut ParamStore, model: &BertConfig, trainable: bool) -> Result<LoadedAdapter> {
+/// config `model` (`&BertConfig`, `&LlamaConfig` or [`Arch`]), adding their parameters to
+/// `store` (trainable or frozen).
+pub fn load(dir: &Path, store: &mut ParamStore, model: impl Into<Arch>, trainable: bool) -> Result<LoadedAdapter> {
+    let model: Arch = model.into();
+    let model = &model;
     if !dir.is_dir() {
         return Err(Error::format(dir, "not an adapter directory"));
     }
@@ -206,6 +239,7 @@ pub fn load(dir: &Path, store: &mut ParamStore, model: &BertConfig, trainable: b
     for folder in adapter_folders(dir)? {
         let cfg = ConfigFile::read(&folder.join(CONFIG_FILE))?;
         let peft_type = cfg.str("peft_type")?.to_string();
+        check_task_type(&cfg, model)?;
         let file = AdapterFile::open(&folder)?;
         let a = &mut out.adaptation;
         let twice = |what: &str| Error::format(dir, format!("two {what} adapters (the second in {})", folder.display()));

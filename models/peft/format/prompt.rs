@@ -1,7 +1,10 @@
 //! Prefix tuning and prompt tuning in peft's format: one tensor `prompt_embeddings`, task
 //! heads under `base_model.`.
 //!
-//! - `PREFIX_TUNING`: `prompt_embeddings` `[P, num_layers * 2 * token_dim]`, the table itself
+//! - `PREFIX_TUNING`: `prompt_embeddings` `[P, num_layers * 2 * token_dim]` (`token_dim` the
+//!   width of a layer's keys: the hidden size, or `kv_heads * head_dim` with grouped-query
+//!   attention, `num_attention_heads` then the key/value heads, as peft 0.21 writes it), the
+//!   table itself
 //!   (with `prefix_projection`, peft saves the MLP's output, and loads it for inference as a
 //!   plain table; so does the engine). Written only for a prefix at every layer.
 //! - `POLYADAPT_PREFIX_TUNING` (engine only; peft refuses the unknown type): the same with a
@@ -19,7 +22,7 @@ use serde_json::{json, Value};
 use crate::engine::autograd::ParamStore;
 use crate::engine::error::Result;
 use crate::engine::tensor::Tensor;
-use crate::models::config::BertConfig;
+use crate::models::peft::arch::Arch;
 use crate::models::peft::format::files::{AdapterFile, PROMPT_BASE, PROMPT_EMBEDDINGS};
 use crate::models::peft::format::json::ConfigFile;
 use crate::models::peft::format::lora::modules_to_save;
@@ -32,18 +35,18 @@ pub const PREFIX_SOME_LAYERS: &str = "POLYADAPT_PREFIX_TUNING";
 pub const PROMPT_TUNING: &str = "PROMPT_TUNING";
 const POSITIONS_KEY: &str = "polyadapt_peft_positions";
 
-pub fn prefix_to_peft(prefix: &Prefix, store: &ParamStore, opts: &SaveOptions, model: &BertConfig) -> Result<(Value, Vec<(String, Tensor)>)> {
+pub fn prefix_to_peft(prefix: &Prefix, store: &ParamStore, opts: &SaveOptions, model: &Arch) -> Result<(Value, Vec<(String, Tensor)>)> {
     let c = &prefix.config;
-    let every_layer = prefix.layers().len() == model.num_hidden_layers;
+    let every_layer = prefix.layers().len() == model.num_layers;
     let mut config = json!({
         "auto_mapping": null,
         "base_model_name_or_path": opts.base_model,
-        "encoder_hidden_size": c.projection.unwrap_or(model.hidden_size),
+        "encoder_hidden_size": c.projection.unwrap_or(model.kv_width()),
         "inference_mode": true,
         "init_weights": null,
         "modules_to_save": opts.modules_to_save_json(),
-        "num_attention_heads": model.num_attention_heads,
-        "num_layers": model.num_hidden_layers,
+        "num_attention_heads": model.num_kv_heads,
+        "num_layers": model.num_layers,
         "num_transformer_submodules": 1,
         "num_virtual_tokens": c.virtual_tokens,
         "peft_type": if every_layer { PREFIX_TUNING } else { PREFIX_SOME_LAYERS },
@@ -51,7 +54,7 @@ pub fn prefix_to_peft(prefix: &Prefix, store: &ParamStore, opts: &SaveOptions, m
         "prefix_projection": c.projection.is_some(),
         "revision": null,
         "task_type": opts.task_type,
-        "token_dim": model.hidden_size
+        "token_dim": model.kv_width()
     });
     if !every_layer {
         config["layers"] = json!(prefix.layers());
@@ -62,14 +65,14 @@ pub fn prefix_to_peft(prefix: &Prefix, store: &ParamStore, opts: &SaveOptions, m
     Ok((config, vec![(PROMPT_EMBEDDINGS.to_string(), prefix.table_value(store)?)]))
 }
 
-pub fn prompt_to_peft(prompt: &Prompt, store: &ParamStore, opts: &SaveOptions, model: &BertConfig) -> (Value, Vec<(String, Tensor)>) {
+pub fn prompt_to_peft(prompt: &Prompt, store: &ParamStore, opts: &SaveOptions, model: &Arch) -> (Value, Vec<(String, Tensor)>) {
     let config = json!({
         "auto_mapping": null,
         "base_model_name_or_path": opts.base_model,
         "inference_mode": true,
         "modules_to_save": opts.modules_to_save_json(),
         "num_attention_heads": model.num_attention_heads,
-        "num_layers": model.num_hidden_layers,
+        "num_layers": model.num_layers,
         "num_transformer_submodules": 1,
         "num_virtual_tokens": prompt.config.virtual_tokens,
         "peft_type": PROMPT_TUNING,
@@ -85,19 +88,20 @@ pub fn prompt_to_peft(prompt: &Prompt, store: &ParamStore, opts: &SaveOptions, m
     (config, vec![(PROMPT_EMBEDDINGS.to_string(), store.value(prompt.embedding).clone())])
 }
 
-/// Checks the fields both prompt-learning types share; returns P.
-fn common(cfg: &ConfigFile, model: &BertConfig) -> Result<usize> {
+/// Checks the fields both prompt-learning types share; returns P. `token_dim` must be
+/// `dim`, described as `what`.
+fn common(cfg: &ConfigFile, dim: usize, what: &str) -> Result<usize> {
     let p = cfg.usize("num_virtual_tokens")?;
     if p == 0 {
         return Err(cfg.err("num_virtual_tokens", "must be at least 1"));
     }
-    let dim = cfg.usize("token_dim")?;
-    if dim != model.hidden_size {
-        return Err(cfg.err("token_dim", format!("{dim} differs from the model's hidden size {}", model.hidden_size)));
+    let got = cfg.usize("token_dim")?;
+    if got != dim {
+        return Err(cfg.err("token_dim", format!("{got} differs from the model's {what} {dim}")));
     }
     let sub = cfg.usize_or("num_transformer_submodules", 1)?;
     if sub != 1 {
-        return Err(cfg.err("num_transformer_submodules", format!("{sub}: an encoder has 1 (2 is for encoder-decoder models)")));
+        return Err(cfg.err("num_transformer_submodules", format!("{sub}: an encoder or a decoder has 1 (2 is for encoder-decoder models)")));
     }
     Ok(p)
 }
@@ -121,15 +125,17 @@ fn tensors(cfg: &ConfigFile, file: &AdapterFile, shape: &[usize]) -> Result<(Ten
     Ok((file.get(PROMPT_EMBEDDINGS, shape)?, heads))
 }
 
-pub fn prefix_from_peft(cfg: &ConfigFile, file: &AdapterFile, model: &BertConfig, store: &mut ParamStore, trainable: bool) -> Result<(Prefix, Vec<(String, Tensor)>)> {
-    let p = common(cfg, model)?;
+pub fn prefix_from_peft(cfg: &ConfigFile, file: &AdapterFile, model: &Arch, store: &mut ParamStore, trainable: bool) -> Result<(Prefix, Vec<(String, Tensor)>)> {
+    let what = if model.num_kv_heads == model.num_attention_heads { "hidden size" } else { "key/value width (key/value heads x head size)" };
+    let p = common(cfg, model.kv_width(), what)?;
     let layers = cfg.usize("num_layers")?;
-    if layers != model.num_hidden_layers {
-        return Err(cfg.err("num_layers", format!("{layers} differs from the model's {} layers", model.num_hidden_layers)));
+    if layers != model.num_layers {
+        return Err(cfg.err("num_layers", format!("{layers} differs from the model's {} layers", model.num_layers)));
     }
     let heads = cfg.usize("num_attention_heads")?;
-    if heads != model.num_attention_heads {
-        return Err(cfg.err("num_attention_heads", format!("{heads} differs from the model's {}", model.num_attention_heads)));
+    if heads != model.num_kv_heads {
+        let kind = if model.num_kv_heads == model.num_attention_heads { "" } else { " key/value heads" };
+        return Err(cfg.err("num_attention_heads", format!("{heads} differs from the model's {}{kind}", model.num_kv_heads)));
     }
     let some = if cfg.str("peft_type")? == PREFIX_SOME_LAYERS {
         Some(cfg.opt_usize_list("layers")?.ok_or_else(|| cfg.err("layers", "missing"))?)
@@ -138,13 +144,13 @@ pub fn prefix_from_peft(cfg: &ConfigFile, file: &AdapterFile, model: &BertConfig
     };
     let n = some.as_ref().map_or(layers, Vec::len);
     let config = PrefixConfig { virtual_tokens: p, projection: None, layers: some, peft_positions: cfg.bool_or(POSITIONS_KEY, true)? };
-    let (table, heads) = tensors(cfg, file, &[p, n * 2 * model.hidden_size])?;
+    let (table, heads) = tensors(cfg, file, &[p, n * 2 * model.kv_width()])?;
     let prefix = Prefix::from_table(store, model, config, table, trainable).map_err(|e| e.context(format!("loading {}", cfg.path.display())))?;
     Ok((prefix, heads))
 }
 
-pub fn prompt_from_peft(cfg: &ConfigFile, file: &AdapterFile, model: &BertConfig, store: &mut ParamStore, trainable: bool) -> Result<(Prompt, Vec<(String, Tensor)>)> {
-    let p = common(cfg, model)?;
+pub fn prompt_from_peft(cfg: &ConfigFile, file: &AdapterFile, model: &Arch, store: &mut ParamStore, trainable: bool) -> Result<(Prompt, Vec<(String, Tensor)>)> {
+    let p = common(cfg, model.hidden_size, "hidden size")?;
     let (table, heads) = tensors(cfg, file, &[p, model.hidden_size])?;
     Ok((Prompt::from_table(store, model, table, trainable)?, heads))
 }
