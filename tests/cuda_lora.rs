@@ -17,6 +17,7 @@ use polyadapt::engine::cuda::{Device, Elem};
 use polyadapt::engine::ops;
 use polyadapt::engine::tensor::Tensor;
 use polyadapt::models::hooks::{LayerHooks, PassInfo, Proj};
+use polyadapt::models::peft::arch::{Arch, Family};
 use polyadapt::models::peft::lora::{Lora, LoraConfig};
 use polyadapt::models::peft::names::streams;
 
@@ -59,7 +60,9 @@ fn cpu_lora(c: &Case, inp: &Inputs) -> CpuLora {
     let cfg = LoraConfig { r, alpha: c.alpha, dropout: c.dropout, targets: vec!["q".into()], layers: None, rslora: false };
     let a = Tensor::new(inp.a.clone(), &[r, din]);
     let b = Tensor::new(inp.b.clone(), &[dout, r]);
-    let lora = Lora::from_tensors(&mut store, cfg, vec![(0, Proj::Query, a, b)], true).unwrap();
+    // A one-layer BERT-family backbone whose query projection is [dout, din].
+    let arch = Arch { family: Family::Bert, num_layers: 1, hidden_size: din, intermediate_size: din, num_attention_heads: 1, num_kv_heads: 1, head_dim: dout };
+    let lora = Lora::from_tensors(&mut store, &arch, cfg, vec![(0, Proj::Query, a, b)], true).unwrap();
     let site = lora.sites()[0];
     let mut tape = Tape::new();
     lora.begin_forward(&mut tape, &store, &PassInfo { training: true, dropout_seed: c.seed }).unwrap();
