@@ -95,6 +95,7 @@ fn sampling_config(s: &Setup, c: usize) -> Sampling {
         top_k: v["top_k"].as_u64().map_or(0, |k| k as usize),
         top_p: v["top_p"].as_f64().unwrap_or(1.0),
         seed: 0,
+        first_prompt: 0,
     }
 }
 
@@ -158,12 +159,23 @@ fn seeded_sampling_is_deterministic_and_draws_the_filtered_distribution() {
     let mut processed = logits.clone();
     cfg.process(&mut processed, 1);
     let probs = softmax(&processed);
+    // `sample` (which processes the logits on every call) equals a draw from the processed
+    // distribution; the many draws of the statistic then use the kept tokens alone (a draw
+    // skips zero probabilities, so this is the same draw).
+    for step in 0..200 {
+        let u = cfg.uniform(0, step);
+        assert_eq!(cfg.sample(&logits, u), draw(&probs, u));
+    }
+    let kept: Vec<usize> = (0..probs.len()).filter(|&i| probs[i] > 0.0).collect();
+    let kept_probs: Vec<f64> = kept.iter().map(|&i| probs[i]).collect();
     let draws = 100_000;
     let mut counts = vec![0usize; probs.len()];
     for step in 0..draws {
         let u = cfg.uniform(0, step);
-        let t = cfg.sample(&logits, u);
-        assert_eq!(t, draw(&probs, u));
+        let t = kept[draw(&kept_probs, u)];
+        if step < 200 {
+            assert_eq!(t, draw(&probs, u));
+        }
         counts[t] += 1;
     }
     assert!(counts.iter().zip(&probs).all(|(&c, &p)| c == 0 || p > 0.0), "a filtered token was drawn");
@@ -212,4 +224,66 @@ fn stop_strings_cut_the_text_where_transformers_stops() {
         // The stop string spans tokens: the last token alone does not hold it.
         assert!(!s.tok.decode(&want[want.len() - 1..], false).unwrap().contains(&stop));
     }
+}
+
+#[test]
+fn batched_greedy_equals_one_prompt_at_a_time() {
+    let s = setup();
+    // Prompts of different lengths; the chat prompt ends at <|im_end|> before the limit, so a
+    // sequence leaves the batch while the others run on.
+    let mut prompts: Vec<Vec<u32>> = (0..3).map(|i| s.ids(&format!("beam.prompt.{i}.input_ids"))).collect();
+    prompts.push(s.tok.encode_ids("def fib(n):", true).unwrap());
+    let max_new = 24;
+    let batched = s.run(&prompts, Decoding::Greedy, max_new, &[]);
+    for (i, p) in prompts.iter().enumerate() {
+        let alone = s.run(std::slice::from_ref(p), Decoding::Greedy, max_new, &[]);
+        assert_eq!(batched[i], alone[0], "prompt {i}");
+        let g = &batched[i];
+        match g.finish {
+            Finish::StopToken => assert!(g.tokens.len() <= max_new && g.tokens.last() == Some(&2)),
+            Finish::Length => assert!(g.tokens.len() == max_new && !g.tokens.contains(&2)),
+            Finish::StopString => panic!("no stop strings given"),
+        }
+    }
+    assert!(batched.iter().any(|g| g.finish == Finish::StopToken && g.tokens.len() < max_new), "no sequence ended early");
+    assert!(batched.iter().any(|g| g.finish == Finish::Length));
+    // Greedy is beam search with one beam, and generate_greedy returns the same tokens.
+    let one_beam = s.run(&prompts, Decoding::Beam { num_beams: 1 }, max_new, &[]);
+    assert_eq!(one_beam, batched);
+    let opts = polyadapt::models::llama::generate::GreedyOptions::for_model(&s.model, max_new);
+    let tokens = polyadapt::models::llama::generate::generate_greedy(&s.model, &s.store, &NoHooks, &prompts, &opts).unwrap();
+    assert_eq!(tokens, batched.iter().map(|g| g.tokens.clone()).collect::<Vec<_>>());
+}
+
+#[test]
+fn stop_string_matching_and_bad_options() {
+    use polyadapt::models::llama::generate::stop::first_match;
+    let strings = vec!["###".to_string(), "\n\n".to_string()];
+    assert_eq!(first_match("abc\n\nde###", &strings), Some(3));
+    assert_eq!(first_match("ab###c\n\n", &strings), Some(2));
+    assert_eq!(first_match("ab##c\n", &strings), None);
+    assert_eq!(first_match("", &strings), None);
+    let s = setup();
+    assert!(StopStrings::new(&s.tok, vec!["ok".into(), String::new()]).is_err());
+    let p = vec![s.ids("beam.prompt.0.input_ids")];
+    let opts = |decoding| GenerateOptions { max_new_tokens: 4, stop_tokens: vec![2], decoding };
+    let bad = [
+        (Decoding::Beam { num_beams: 0 }, "at least 1"),
+        (Decoding::Sample(Sampling { temperature: 0.0, ..Default::default() }), "temperature"),
+        (Decoding::Sample(Sampling { top_p: 0.0, ..Default::default() }), "top-p"),
+        (Decoding::Sample(Sampling { top_p: f64::NAN, ..Default::default() }), "top-p"),
+    ];
+    for (d, want) in bad {
+        let e = generate(&s.model, &s.store, &NoHooks, &p, &opts(d.clone()), None).unwrap_err().chain();
+        assert!(e.contains(want), "{d:?}: {e}");
+    }
+    // Top-k above the vocabulary and top-p 1 keep every token; the draw then follows the softmax.
+    let logits = row(&s, "last0");
+    let mut processed = logits.clone();
+    Sampling { top_k: 100_000, top_p: 1.0, ..Default::default() }.process(&mut processed, 1);
+    assert_eq!(processed, logits);
+    assert_eq!(draw(&[0.0, 0.25, 0.0, 0.75], 0.0), 1);
+    assert_eq!(draw(&[0.0, 0.25, 0.0, 0.75], 0.2499), 1);
+    assert_eq!(draw(&[0.0, 0.25, 0.0, 0.75], 0.25), 3);
+    assert_eq!(draw(&[0.0, 0.25, 0.0, 0.75], 0.9999999999), 3);
 }

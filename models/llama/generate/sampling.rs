@@ -30,11 +30,15 @@ pub struct Sampling {
     /// keeps all.
     pub top_p: f64,
     pub seed: u64,
+    /// The index, among all the prompts of a run, of the first prompt of this call: a prompt's
+    /// draws depend on its run-wide index, so they do not change when the run is split into
+    /// batches differently.
+    pub first_prompt: usize,
 }
 
 impl Default for Sampling {
     fn default() -> Self {
-        Sampling { temperature: 1.0, top_k: 0, top_p: 1.0, seed: 0 }
+        Sampling { temperature: 1.0, top_k: 0, top_p: 1.0, seed: 0, first_prompt: 0 }
     }
 }
 
@@ -62,9 +66,9 @@ impl Sampling {
         }
     }
 
-    /// The uniform value of `prompt`'s draw at `step` (53 random bits).
+    /// The uniform value of the draw of the call's prompt `prompt` at `step` (53 random bits).
     pub fn uniform(&self, prompt: usize, step: usize) -> f64 {
-        (Stream::new(self.seed, prompt as u64).bits(step as u64) >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
+        (Stream::new(self.seed, (self.first_prompt + prompt) as u64).bits(step as u64) >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
     }
 
     /// Processes a copy of `logits` and draws a token with `u` (see [`draw`]).

@@ -39,11 +39,3 @@ impl<'a> StopStrings<'a> {
 pub fn first_match(text: &str, strings: &[String]) -> Option<usize> {
     strings.iter().filter_map(|s| text.find(s.as_str())).min()
 }
-
-/// `text` cut before the earliest stop string (whole when there is none).
-pub fn cut<'t>(text: &'t str, strings: &[String]) -> &'t str {
-    match first_match(text, strings) {
-        Some(at) => &text[..at],
-        None => text,
-    }
-}
