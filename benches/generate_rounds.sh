@@ -26,7 +26,9 @@ for r in $(seq 1 "$rounds"); do
     for side in $sides; do
       case $side in
         f32|bf16) cmd=("$engine" --batch "$batch" --dtype "$side" --runs 3 --threads 2) ;;
-        transformers) cmd=("$hf" benches/generate_transformers.py --batch "$batch" --runs 3 --threads 2) ;;
+        transformers) cmd=("$hf" benches/generate_transformers.py --batch "$batch" --runs 2 --threads 2) ;;
+        # torch with one thread: its OpenMP barriers stall when another process holds a core.
+        transformers1) cmd=("$hf" benches/generate_transformers.py --batch "$batch" --runs 2 --threads 1) ;;
         llamacpp) cmd=("$lcpp" benches/generate_llamacpp.py --batch "$batch" --runs 3 --threads 2) ;;
       esac
       line=$(timeout 175 "$quiet" "${cmd[@]}" 2>/dev/null | tail -1)

@@ -28,7 +28,7 @@ def main(path):
     print("|---|---|---|---|---|")
     for batch in sorted({b for _, b in by}):
         for ours in ("f32", "bf16"):
-            for base in ("transformers", "llamacpp"):
+            for base in ("transformers", "transformers1", "llamacpp"):
                 a, b = by.get((ours, batch), {}), by.get((base, batch), {})
                 common = sorted(set(a) & set(b))
                 if not common:
