@@ -13,6 +13,7 @@ pub mod dropout;
 pub mod elementwise;
 pub mod embedding;
 pub mod gemm;
+pub mod gemv;
 pub mod norm;
 pub mod pooling;
 pub mod reduce;

@@ -1,10 +1,14 @@
 //! Linear layer: `y = x W^T + b`, with W stored `[out, in]` as in Hugging Face checkpoints.
 //!
+//! Forward: a few rows (decoding steps) go through [`gemv`], which reads the weights in place;
+//! more go through the blocked [`gemm`].
+//!
 //! Backward computes only what is needed: with a frozen W, only `dx = dy W` (W is kept, x is
 //! not); with a frozen input (the first trainable layer), only `dW = dy^T x` and `db`.
 
 use crate::engine::autograd::{Backward, Saved, Tape, Var};
 use crate::engine::cpu::gemm::{gemm, MatMut, MatRef, Precision};
+use crate::engine::cpu::gemv::{gemv, gemv_supported};
 use crate::engine::cpu::reduce::sum_rows;
 use crate::engine::error::{Error, Result};
 use crate::engine::tensor::Tensor;
@@ -29,15 +33,20 @@ pub fn linear(tape: &mut Tape, x: &Var, w: &Var, b: Option<&Var>, precision: Pre
             row.copy_from_slice(&bv);
         }
     }
-    gemm(
-        1.0,
-        MatRef::new(x.value().view(), n, din),
-        MatRef::new(w.value().view(), dout, din).t(),
-        b.is_some(),
-        MatMut::new(&mut y, n, dout),
-        precision,
-        true,
-    );
+    if gemv_supported(n, &w.value().view(), precision) {
+        // A few rows (decoding): one pass over the weights, no packing.
+        gemv(&x.value().to_f32_cow(), n, din, w.value().view(), dout, &mut y, b.is_some(), precision, true);
+    } else {
+        gemm(
+            1.0,
+            MatRef::new(x.value().view(), n, din),
+            MatRef::new(w.value().view(), dout, din).t(),
+            b.is_some(),
+            MatMut::new(&mut y, n, dout),
+            precision,
+            true,
+        );
+    }
     let mut out_shape = x.shape().to_vec();
     *out_shape.last_mut().expect("rank checked by rows_cols") = dout;
     let value = Tensor::new(y, &out_shape);

@@ -24,6 +24,7 @@
 //! output of layer `i`, and `L` the last layer's output after the final norm.
 
 pub mod cache;
+mod cached_attention;
 pub mod config;
 pub mod generate;
 pub mod lm_loss;
@@ -39,6 +40,7 @@ use crate::engine::error::{Error, Result, ResultExt};
 use crate::engine::ops::{self, AttentionSpec, AttnDropout, SeqLayout};
 use crate::models::bert::LoadOptions;
 use crate::models::hooks::{LayerHooks, PassInfo, Proj, Site};
+use cached_attention::cached_attention;
 
 pub use cache::KvCache;
 pub use config::LlamaConfig;
@@ -225,6 +227,9 @@ impl LlamaModel {
             offsets.push(start + k + n);
         }
         let rows = *offsets.last().expect("non-empty");
+        if let Some(cache) = cache.as_deref_mut() {
+            cache.reserve(&offsets);
+        }
         let mut real_rows = None;
         if let Some(p) = prompt {
             let copies: Vec<usize> = (0..batch.batch).flat_map(|_| 0..k).collect();
@@ -314,15 +319,6 @@ impl LlamaModel {
         let v = self.linear(tape, store, hooks, i, Proj::Value, l.v, &n)?;
         let q = ops::rope(tape, &q, positions, c.num_attention_heads, &self.rope)?;
         let k = ops::rope(tape, &k, positions, c.num_key_value_heads, &self.rope)?;
-        let (k_all, v_all, layout) = match cache {
-            None => (k, v, SeqLayout::packed(offsets.to_vec())),
-            Some(cache) => {
-                let (k_all, k_offsets) = cache.extend(tape, i, false, &k, offsets)?;
-                let (v_all, _) = cache.extend(tape, i, true, &v, offsets)?;
-                cache.append(i, k.value(), v.value(), offsets);
-                (k_all, v_all, SeqLayout::Packed { q_offsets: offsets.to_vec(), k_offsets })
-            }
-        };
         let spec = AttentionSpec {
             kv_heads: c.num_key_value_heads,
             causal: true,
@@ -335,7 +331,11 @@ impl LlamaModel {
             ..AttentionSpec::new(c.num_attention_heads, c.head_dim)
         };
         let prefix = hooks.prefix(tape, store, i)?;
-        let ctx = ops::attention(tape, &q, &k_all, &v_all, prefix.as_ref().map(|(a, b)| (a, b)), &layout, &spec)?;
+        let prefix = prefix.as_ref().map(|(a, b)| (a, b));
+        let ctx = match cache {
+            None => ops::attention(tape, &q, &k, &v, prefix, &SeqLayout::packed(offsets.to_vec()), &spec)?,
+            Some(cache) => cached_attention(cache, i, &q, &k, &v, prefix, offsets, &spec)?,
+        };
         let a = self.linear(tape, store, hooks, i, Proj::Output, l.o, &ctx)?;
         let a = self.adapt(tape, store, hooks, i, Site::Attention, a)?;
         let a = ops::add(tape, x, &a)?;

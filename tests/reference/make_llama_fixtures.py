@@ -2,13 +2,15 @@
 from its GGUF file by transformers itself) and on a tiny random LLaMA (see README.md).
 
 Run with the baseline venv plus the `gguf` package:
-    /root/.cache/polyadapt-llama/venv/bin/python tests/reference/make_llama_fixtures.py
+    /root/.cache/polyadapt-llama/venv/bin/python tests/reference/make_llama_fixtures.py [--only generation]
 
 Outputs (under tests/fixtures/):
     smollm2/reference.safetensors   per prompt: input ids, full logits of the last position (two
                                     prompts), logits at 256 fixed vocabulary columns and the top
                                     8 at every position, per-position logit norms, and the greedy
                                     continuation (20 new tokens) with its top-1/top-2 margins
+    smollm2/generation.safetensors  beam search (2 and 4 beams), the sampling logits processors on
+                                    fixture logits, stop strings (llama_generation_fixtures.py)
     tiny-llama/                     random LlamaForCausalLM (GQA, untied head), config.json +
                                     model.safetensors, model.gguf (the same f32 weights written
                                     as llama.cpp writes them: Q/K rows permuted) and
@@ -28,7 +30,9 @@ import torch
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 from transformers.utils import logging as hf_logging
 
+from llama_generation_fixtures import make_generation
 from reference_common import base_metadata, fmt_err, make_deterministic, rel_err, write_reference
+from safetensors.torch import load_file
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_GGUF = Path.home() / ".cache/polyadapt/models/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -182,12 +186,18 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--gguf", type=Path, default=DEFAULT_GGUF)
     p.add_argument("--out", type=Path, default=REPO_ROOT / "tests/fixtures")
+    p.add_argument("--only", choices=["tiny", "smollm2", "generation"], help="write one part (default: all)")
     args = p.parse_args(argv)
     hf_logging.disable_progress_bar()
     hf_logging.set_verbosity_error()
     make_deterministic(SEED)
-    make_tiny(args.out)
-    make_smollm2(args.gguf, args.out)
+    if args.only in (None, "tiny"):
+        make_tiny(args.out)
+    if args.only in (None, "smollm2"):
+        make_smollm2(args.gguf, args.out)
+    if args.only in (None, "generation"):
+        # Reads the last-position logits of smollm2/reference.safetensors (written above).
+        make_generation(args.gguf, args.out, load_file(args.out / "smollm2" / "reference.safetensors"))
     return 0
 
 

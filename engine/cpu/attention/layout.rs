@@ -12,6 +12,10 @@ pub enum SeqLayout {
     /// Sequence `b` has query rows `q_offsets[b]..q_offsets[b+1]` and key rows
     /// `k_offsets[b]..k_offsets[b+1]` (cumulative offsets starting at 0).
     Packed { q_offsets: Vec<usize>, k_offsets: Vec<usize> },
+    /// Packed query rows as in `Packed`; sequence `b`'s keys are the `k_spans[b].1` rows from
+    /// row `k_spans[b].0` of a larger key buffer (a preallocated KV cache read in place, where
+    /// each sequence owns a slot of rows and only its filled rows are keys).
+    Spans { q_offsets: Vec<usize>, k_spans: Vec<(usize, usize)> },
 }
 
 impl SeqLayout {
@@ -41,6 +45,14 @@ impl SeqLayout {
                     return Err(Error::shape("attention", "query and key offsets describe different numbers of sequences"));
                 }
             }
+            SeqLayout::Spans { q_offsets, k_spans } => {
+                if q_offsets.first() != Some(&0) || q_offsets.windows(2).any(|w| w[1] < w[0]) {
+                    return Err(Error::shape("attention", format!("query offsets must start at 0 and not decrease: {q_offsets:?}")));
+                }
+                if q_offsets.len() != k_spans.len() + 1 {
+                    return Err(Error::shape("attention", "query offsets and key spans describe different numbers of sequences"));
+                }
+            }
         }
         Ok(())
     }
@@ -48,7 +60,7 @@ impl SeqLayout {
     pub fn batch(&self) -> usize {
         match self {
             SeqLayout::Padded { batch, .. } => *batch,
-            SeqLayout::Packed { q_offsets, .. } => q_offsets.len().saturating_sub(1),
+            SeqLayout::Packed { q_offsets, .. } | SeqLayout::Spans { q_offsets, .. } => q_offsets.len().saturating_sub(1),
         }
     }
 
@@ -56,15 +68,16 @@ impl SeqLayout {
     pub fn q_rows(&self) -> usize {
         match self {
             SeqLayout::Padded { batch, q_len, .. } => batch * q_len,
-            SeqLayout::Packed { q_offsets, .. } => q_offsets.last().copied().unwrap_or(0),
+            SeqLayout::Packed { q_offsets, .. } | SeqLayout::Spans { q_offsets, .. } => q_offsets.last().copied().unwrap_or(0),
         }
     }
 
-    /// Total key rows.
+    /// Total key rows (for spans: the rows up to the end of the last-ending span).
     pub fn kv_rows(&self) -> usize {
         match self {
             SeqLayout::Padded { batch, kv_len, .. } => batch * kv_len,
             SeqLayout::Packed { k_offsets, .. } => k_offsets.last().copied().unwrap_or(0),
+            SeqLayout::Spans { k_spans, .. } => k_spans.iter().map(|&(s, n)| s + n).max().unwrap_or(0),
         }
     }
 
@@ -73,7 +86,7 @@ impl SeqLayout {
     pub fn q_range(&self, b: usize) -> (usize, usize) {
         match self {
             SeqLayout::Padded { q_len, .. } => (b * q_len, *q_len),
-            SeqLayout::Packed { q_offsets, .. } => (q_offsets[b], q_offsets[b + 1] - q_offsets[b]),
+            SeqLayout::Packed { q_offsets, .. } | SeqLayout::Spans { q_offsets, .. } => (q_offsets[b], q_offsets[b + 1] - q_offsets[b]),
         }
     }
 
@@ -83,6 +96,7 @@ impl SeqLayout {
         match self {
             SeqLayout::Padded { kv_len, .. } => (b * kv_len, *kv_len),
             SeqLayout::Packed { k_offsets, .. } => (k_offsets[b], k_offsets[b + 1] - k_offsets[b]),
+            SeqLayout::Spans { k_spans, .. } => k_spans[b],
         }
     }
 
