@@ -1,11 +1,15 @@
 #!/bin/bash
 # Paired generation benchmark: ROUNDS rounds, each running, for batch 1 and batch 8, the engine
-# (f32 and bf16 weights), transformers and llama.cpp one after the other, every run through
-# /work/bin/quiet.sh (which pauses the background experiment while it runs). One JSON line per
+# (f32 and bf16 weights), transformers and llama.cpp one after the other. One JSON line per
 # run is appended to OUT (the round number added). Summarise with generate_summary.py.
 #
-#   benches/generate_rounds.sh OUT [ROUNDS] [SIDES]
-#   SIDES: a space-separated subset of "f32 bf16 transformers llamacpp" (default: all)
+#   [QUIET=WRAPPER] [HF_PYTHON=..] [LLAMACPP_PYTHON=..] benches/generate_rounds.sh OUT [ROUNDS] [SIDES]
+#   SIDES: a space-separated subset of "f32 bf16 transformers transformers1 llamacpp" (default:
+#   f32 bf16 transformers llamacpp)
+#   QUIET: a command every run goes through, e.g. one that pauses other work on the machine while
+#   it runs (the recorded figures used such a wrapper, `quiet.sh CMD...`: SIGSTOP the background
+#   experiment, run CMD, SIGCONT it).
+#   HF_PYTHON, LLAMACPP_PYTHON: the Pythons with transformers (and gguf), and llama-cpp-python.
 set -u
 out=$1
 rounds=${2:-3}
@@ -18,9 +22,9 @@ for line in sys.stdin:
     if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "generate" and m.get("executable"):
         print(m["executable"])')
 [ -x "$engine" ] || { echo "cannot build benches/generate.rs" >&2; exit 1; }
-quiet=/work/bin/quiet.sh
-hf=/root/.cache/polyadapt-llama/venv/bin/python
-lcpp=/root/.cache/polyadapt-llamacpp/venv/bin/python
+quiet=${QUIET:-}
+hf=${HF_PYTHON:-/root/.cache/polyadapt-llama/venv/bin/python}
+lcpp=${LLAMACPP_PYTHON:-/root/.cache/polyadapt-llamacpp/venv/bin/python}
 for r in $(seq 1 "$rounds"); do
   for batch in 1 8; do
     for side in $sides; do
@@ -31,7 +35,7 @@ for r in $(seq 1 "$rounds"); do
         transformers1) cmd=("$hf" benches/generate_transformers.py --batch "$batch" --runs 2 --threads 1) ;;
         llamacpp) cmd=("$lcpp" benches/generate_llamacpp.py --batch "$batch" --runs 3 --threads 2) ;;
       esac
-      line=$(timeout 175 "$quiet" "${cmd[@]}" 2>/dev/null | tail -1)
+      line=$(timeout 175 $quiet "${cmd[@]}" 2>/dev/null | tail -1)
       if [ -n "$line" ]; then
         echo "$line" | python3 -c "import json,sys; d=json.loads(sys.stdin.read()); d['round']=$r; d['side']='$side'; d['load_avg_after']=open('/proc/loadavg').read().split()[0]; print(json.dumps(d))" >> "$out"
       else
