@@ -172,7 +172,9 @@ fn engine_adapters_are_stable_on_disk_and_match_peft() {
         let written = files_under(&tmp);
         for f in &written {
             let (got, want) = (std::fs::read(tmp.join(f)).unwrap(), std::fs::read(committed.join(f)).unwrap_or_default());
-            assert!(got == want, "{}: {} differs from the committed fixture (rerun peft_check.py if the format changed on purpose)", case.name, f.display());
+            if let Some(what) = adapter_file_mismatch(f, &got, &want) {
+                panic!("{}: {} differs from the committed fixture: {what} (rerun peft_check.py if the format changed on purpose)", case.name, f.display());
+            }
         }
         // Loaded back from the committed files, onto a fresh model: the same outputs as the
         // modules that were saved, bit for bit, and peft's within TOL.

@@ -82,3 +82,34 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
     out.sort();
     out
 }
+
+/// Whether a written adapter file is the committed one: the same bytes, except that tensor
+/// values of a safetensors file (with the same header: names, dtypes, shapes, metadata) may differ
+/// by rounding (1e-6 relative): a prefix projection's saved keys and values are computed, and
+/// the order of a product's sums is the matrix kernels' choice. `None` when they match, else
+/// what differs.
+pub fn adapter_file_mismatch(path: &Path, got: &[u8], want: &[u8]) -> Option<String> {
+    if got == want {
+        return None;
+    }
+    let header = |b: &[u8]| b.get(..8).map(|n| u64::from_le_bytes(n.try_into().unwrap()) as usize).and_then(|n| b.get(..8 + n).map(|h| h.to_vec()));
+    if path.extension().and_then(|e| e.to_str()) != Some("safetensors") || header(got).is_none() || header(got) != header(want) {
+        return Some("the bytes (or the safetensors header) differ".into());
+    }
+    let dir = std::env::temp_dir().join(format!("polyadapt-compare-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (a, b) = (dir.join("got.safetensors"), dir.join("want.safetensors"));
+    std::fs::write(&a, got).unwrap();
+    std::fs::write(&b, want).unwrap();
+    let (ga, wb) = (crate::common::read_safetensors(&a), crate::common::read_safetensors(&b));
+    let _ = std::fs::remove_dir_all(&dir);
+    for (name, w) in &wb {
+        let g = &ga[name];
+        for (i, (x, y)) in g.data.iter().zip(&w.data).enumerate() {
+            if (x - y).abs() > 1e-6 * y.abs().max(1.0) {
+                return Some(format!("tensor `{name}` element {i}: {x} against {y}"));
+            }
+        }
+    }
+    None
+}
