@@ -176,12 +176,16 @@ fn engine_adapters_are_stable_on_disk_and_match_peft() {
                 panic!("{}: {} differs from the committed fixture: {what} (rerun peft_check.py if the format changed on purpose)", case.name, f.display());
             }
         }
-        // Loaded back from the committed files, onto a fresh model: the same outputs as the
-        // modules that were saved, bit for bit, and peft's within TOL.
-        let (fresh, mut fresh_store) = load_model(&fixtures_dir().join(case.model));
-        let loaded = peft::load(&committed, &mut fresh_store, &fresh.config, false).unwrap();
-        assert_eq!(loaded.adaptation.methods(), a.methods(), "{}", case.name);
-        let got = compare_with_peft(case.name, &fresh, &fresh_store, &loaded.adaptation, &loaded.heads, &committed.join("peft_expected.safetensors"));
+        // Loaded back onto a fresh model: from the committed files, peft's outputs within TOL;
+        // from the files just written, the saved modules' outputs bit for bit.
+        let mut outputs = Vec::new();
+        for dir in [&committed, &tmp] {
+            let (fresh, mut fresh_store) = load_model(&fixtures_dir().join(case.model));
+            let loaded = peft::load(dir, &mut fresh_store, &fresh.config, false).unwrap();
+            assert_eq!(loaded.adaptation.methods(), a.methods(), "{}", case.name);
+            outputs.push(compare_with_peft(case.name, &fresh, &fresh_store, &loaded.adaptation, &loaded.heads, &committed.join("peft_expected.safetensors")));
+        }
+        let got = outputs.pop().unwrap();
         let fx = fixture(&committed.join("peft_expected.safetensors"));
         let batch = batch_from(&fx);
         let built = hidden_states(&model, &store, &batch, &a);
