@@ -1,13 +1,13 @@
 //! `engine-train hidden`: hidden states of an encoder or a decoder (and a decoder's logits) for
 //! each line of a text file. The decoder's side is in `hidden_decoder.rs`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use polyadapt::data::text::read_lines;
-use polyadapt::data::TextTokenizer;
+use polyadapt::data::{EncodedBatch, TextTokenizer};
 use polyadapt::engine::autograd::{ParamStore, Tape};
 use polyadapt::engine::cpu::gemm::Precision;
-use polyadapt::engine::tensor::DType;
+use polyadapt::engine::tensor::{DType, Tensor};
 use polyadapt::models::bert::{BertModel, ForwardOptions, LoadOptions};
 use polyadapt::models::llama::ModelPath;
 use polyadapt::models::peft::{self, Adaptation};
@@ -81,20 +81,7 @@ pub fn run(args: Args) -> Result<()> {
     }
 
     if let Some(path) = &args.out {
-        let ids: Vec<i64> = batch.ids.iter().map(|&v| v as i64).collect();
-        let mask: Vec<i64> = batch.mask.iter().map(|&v| v as i64).collect();
-        let mut tensors = vec![
-            ("input_ids".to_string(), TensorData::i64(ids, &[batch.batch, batch.len])),
-            ("attention_mask".to_string(), TensorData::i64(mask, &[batch.batch, batch.len])),
-        ];
-        for (l, h) in &padded {
-            tensors.push((format!("hidden.{l}"), TensorData::from_tensor(h)));
-        }
-        let mut meta: std::collections::BTreeMap<String, String> = [("model".to_string(), dir.display().to_string())].into_iter().collect();
-        if let Some(a) = &args.adapter {
-            meta.insert("adapter".into(), a.display().to_string());
-        }
-        write_safetensors(path, &tensors, &meta)?;
+        write_hidden(path, &batch, &padded, None, &dir.display().to_string(), args.adapter.as_deref())?;
     }
     if !args.quiet {
         print_summary(&texts, &batch, &tokenizer, &padded, model.config.hidden_size);
@@ -103,6 +90,29 @@ pub fn run(args: Args) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Writes the `--out` file of encoders and decoders: `input_ids`, `attention_mask`, `hidden.L`
+/// for each chosen layer and, for a decoder with `--logits`, `logits`; the model (and adapter)
+/// in the metadata.
+pub fn write_hidden(path: &Path, batch: &EncodedBatch, padded: &[(usize, Tensor)], logits: Option<&Tensor>, model: &str, adapter: Option<&Path>) -> Result<()> {
+    let ids: Vec<i64> = batch.ids.iter().map(|&v| v as i64).collect();
+    let mask: Vec<i64> = batch.mask.iter().map(|&v| v as i64).collect();
+    let mut tensors = vec![
+        ("input_ids".to_string(), TensorData::i64(ids, &[batch.batch, batch.len])),
+        ("attention_mask".to_string(), TensorData::i64(mask, &[batch.batch, batch.len])),
+    ];
+    for (l, h) in padded {
+        tensors.push((format!("hidden.{l}"), TensorData::from_tensor(h)));
+    }
+    if let Some(l) = logits {
+        tensors.push(("logits".to_string(), TensorData::from_tensor(l)));
+    }
+    let mut meta: std::collections::BTreeMap<String, String> = [("model".to_string(), model.to_string())].into_iter().collect();
+    if let Some(a) = adapter {
+        meta.insert("adapter".into(), a.display().to_string());
+    }
+    write_safetensors(path, &tensors, &meta)
 }
 
 /// `all` or a comma-separated list of layer numbers in 0..=layers.

@@ -3,17 +3,14 @@
 //! after the final norm) and, with `--logits`, the logits of every token; with `--adapter`, an
 //! adapter in peft's format (`CAUSAL_LM`, as `engine-train train` saves for a decoder) applied.
 
-use std::collections::BTreeMap;
-
 use polyadapt::data::text::read_lines;
 use polyadapt::engine::autograd::{ParamStore, Tape};
 use polyadapt::models::bert::LoadOptions;
 use polyadapt::models::llama::{load_tokenizer, DecoderOptions, LlamaModel, Logits, ModelPath};
 use polyadapt::models::peft::{self, Adaptation};
-use polyadapt::models::weights::{write_safetensors, TensorData};
 use polyadapt::Result;
 
-use super::hidden::{parse_layers, print_summary, Args};
+use super::hidden::{parse_layers, print_summary, write_hidden, Args};
 
 pub fn run(args: &Args, path: &ModelPath, load: LoadOptions) -> Result<()> {
     let mut store = ParamStore::new();
@@ -38,23 +35,7 @@ pub fn run(args: &Args, path: &ModelPath, load: LoadOptions) -> Result<()> {
         None => None,
     };
     if let Some(file) = &args.out {
-        let ids: Vec<i64> = batch.ids.iter().map(|&v| v as i64).collect();
-        let mask: Vec<i64> = batch.mask.iter().map(|&v| v as i64).collect();
-        let mut tensors = vec![
-            ("input_ids".to_string(), TensorData::i64(ids, &[batch.batch, batch.len])),
-            ("attention_mask".to_string(), TensorData::i64(mask, &[batch.batch, batch.len])),
-        ];
-        for (l, h) in &padded {
-            tensors.push((format!("hidden.{l}"), TensorData::from_tensor(h)));
-        }
-        if let Some(l) = &logits {
-            tensors.push(("logits".to_string(), TensorData::from_tensor(l)));
-        }
-        let mut meta: BTreeMap<String, String> = [("model".to_string(), path.display())].into_iter().collect();
-        if let Some(a) = &args.adapter {
-            meta.insert("adapter".into(), a.display().to_string());
-        }
-        write_safetensors(file, &tensors, &meta)?;
+        write_hidden(file, &batch, &padded, logits.as_ref(), &path.display(), args.adapter.as_deref())?;
     }
     if !args.quiet {
         print_summary(&texts, &batch, &tokenizer, &padded, model.config.hidden_size);
