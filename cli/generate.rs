@@ -7,6 +7,11 @@
 //! A sequence ends at the model's end-of-sequence tokens, when its text contains a `--stop`
 //! string, or after `--max-new-tokens`.
 //!
+//! `--adapter DIR` applies an adapter in peft's format (a decoder's, `CAUSAL_LM`: what
+//! `engine-train train` writes to a run's `adapter/`). `--chat` puts each prompt into the
+//! model's chat template as one user turn followed by the assistant's header (as transformers'
+//! `apply_chat_template(..., add_generation_prompt=True)`), and the end of the turn stops it.
+//!
 //! Printed text, per prompt: the new tokens decoded with special tokens kept, except that a
 //! final end-of-sequence token is left out, and the text is cut before the earliest stop string
 //! (the string itself is not printed). With several prompts each text is preceded by a line
@@ -17,15 +22,16 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use polyadapt::data::instruct::{ChatTemplate, InstructFormat, PromptFormat, PromptParts};
 use polyadapt::data::text::read_lines;
 use polyadapt::data::TextTokenizer;
 use polyadapt::engine::autograd::ParamStore;
 use polyadapt::engine::cpu::gemm::Precision;
 use polyadapt::engine::tensor::DType;
 use polyadapt::models::bert::LoadOptions;
-use polyadapt::models::hooks::NoHooks;
 use polyadapt::models::llama::generate::{generate, Decoding, Finish, GenerateOptions, Generation, Sampling, StopStrings};
 use polyadapt::models::llama::{load_tokenizer, LlamaModel, ModelPath};
+use polyadapt::models::peft::{self, Adaptation};
 use polyadapt::{Error, Result};
 
 #[derive(clap::Args)]
@@ -33,6 +39,12 @@ pub struct Args {
     /// Decoder: a directory, a GGUF file, or a packaged model name (smollm2-135m-instruct).
     #[arg(long)]
     pub model: String,
+    /// An adapter directory in peft's format (a training run's `adapter/`), applied to the model.
+    #[arg(long)]
+    pub adapter: Option<PathBuf>,
+    /// Give each prompt as a user turn of the model's chat template.
+    #[arg(long)]
+    pub chat: bool,
     /// A prompt (repeat for several).
     #[arg(long, conflicts_with = "prompts")]
     pub prompt: Vec<String>,
@@ -158,17 +170,38 @@ pub fn run(args: Args) -> Result<()> {
         Some(p) => Some(std::io::BufWriter::new(std::fs::File::create(p).map_err(|e| Error::io("cannot create", p, e))?)),
         None => None,
     };
+    let chat = match args.chat {
+        true => {
+            let template = ChatTemplate::of_model(&path)?;
+            Some(InstructFormat::new(PromptFormat::Chat, template).map_err(|e| e.context("--chat"))?)
+        }
+        false => None,
+    };
     let mut store = ParamStore::new();
     let model = LlamaModel::load(path.path(), &mut store, LoadOptions { dtype, precision })?;
+    let adaptation = match &args.adapter {
+        Some(dir) => peft::load(dir, &mut store, &model.config, false).map_err(|e| e.context("--adapter"))?.adaptation,
+        None => Adaptation::default(),
+    };
     let tokenizer = load_tokenizer(&path, &model.config)?;
     let stop = StopStrings::new(&tokenizer, args.stop.clone())?;
-    let ids = prompts.iter().map(|p| tokenizer.encode_ids(p, true)).collect::<Result<Vec<_>>>()?;
+    let stop_tokens = match &chat {
+        Some(f) => f.stop_tokens(&tokenizer, &model.config.eos_token_ids)?,
+        None => model.config.eos_token_ids.clone(),
+    };
+    let ids = prompts
+        .iter()
+        .map(|p| match &chat {
+            Some(f) => f.encode_prompt(&tokenizer, &PromptParts { definition: None, demos: &[], input: p }),
+            None => tokenizer.encode_ids(p, true),
+        })
+        .collect::<Result<Vec<_>>>()?;
     for (start, chunk) in (0..ids.len()).step_by(args.batch_size).map(|s| (s, &ids[s..(s + args.batch_size).min(ids.len())])) {
         if let Decoding::Sample(s) = &mut decoding {
             s.first_prompt = start;
         }
-        let opts = GenerateOptions { max_new_tokens: args.max_new_tokens, stop_tokens: model.config.eos_token_ids.clone(), decoding: decoding.clone() };
-        let out = generate(&model, &store, &NoHooks, chunk, &opts, Some(&stop))?;
+        let opts = GenerateOptions { max_new_tokens: args.max_new_tokens, stop_tokens: stop_tokens.clone(), decoding: decoding.clone() };
+        let out = generate(&model, &store, &adaptation, chunk, &opts, Some(&stop))?;
         for (k, g) in out.iter().enumerate() {
             let i = start + k;
             let text = printed_text(&tokenizer, g, &opts.stop_tokens)?;

@@ -2,14 +2,21 @@
 //! together) are refused with a message naming them, before the model loads; a prompts file is
 //! generated in batches with the same text as one prompt at a time; beam search prints
 //! transformers' hypothesis (fixture of tests/llama_generation.rs); stop strings cut the text;
-//! seeded sampling does not depend on the batch size; `--output` writes JSON lines.
+//! seeded sampling does not depend on the batch size; `--output` writes JSON lines; `--adapter`
+//! generates what the library generates with the adapter applied.
 
 mod common;
+mod peft_support;
 
 use std::path::PathBuf;
 use std::process::Command;
 
 use common::*;
+use polyadapt::engine::autograd::ParamStore;
+use polyadapt::models::bert::LoadOptions;
+use polyadapt::models::llama::generate::{generate as generate_lib, GenerateOptions};
+use polyadapt::models::llama::LlamaModel;
+use polyadapt::models::peft::{self, Adaptation, LoraConfig, MethodsConfig, PrefixConfig, SaveOptions};
 
 fn generate(args: &[&str]) -> (bool, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_engine-train")).arg("generate").args(args).output().unwrap();
@@ -37,6 +44,8 @@ fn bad_flags_are_refused_with_their_names() {
     let empty = d.join("empty.txt").display().to_string();
     let missing = d.join("missing.txt").display().to_string();
     let p = "Hello";
+    let encoder_adapter = fixtures_dir().join("peft/from_peft/xlmr_prompt_qa").display().to_string();
+    let tiny = fixtures_dir().join("tiny-llama").display().to_string();
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (vec!["--model", &m], "give --prompt TEXT or --prompts FILE"),
         (vec!["--model", &m, "--prompt", p, "--num-beams", "0"], "--num-beams must be at least 1"),
@@ -61,6 +70,9 @@ fn bad_flags_are_refused_with_their_names() {
         (vec!["--model", &m, "--prompt", p, "--dtype", "f64"], "--dtype: `f64`"),
         (vec!["--model", "no-such-model", "--prompt", p], "--model: `no-such-model`"),
         (vec!["--model", &m, "--prompt", p, "--output", "/no/such/dir/out.jsonl"], "/no/such/dir/out.jsonl"),
+        (vec!["--model", &m, "--prompt", p, "--adapter", "/no/such/adapter"], "--adapter: "),
+        (vec!["--model", &m, "--prompt", p, "--adapter", &encoder_adapter], "field `task_type`"),
+        (vec!["--model", &tiny, "--prompt", p, "--chat"], "--chat: the chat format needs the model's chat template, and the model has none"),
     ];
     for (args, want) in cases {
         let (ok, _, err) = generate(&args);
@@ -159,4 +171,38 @@ fn beams_stop_strings_and_seeded_sampling() {
     let a = sample("3", "3");
     assert_eq!(a, sample("3", "1"));
     assert_ne!(a, sample("4", "3"));
+}
+
+/// `--adapter`: a LoRA + prefix adapter (random values) saved in peft's format changes the
+/// generation, and the command prints the tokens the library generates with it applied.
+#[test]
+fn adapter_is_applied() {
+    let d = dir("adapter");
+    let m = model();
+    let mut store = ParamStore::new();
+    let model = LlamaModel::load(&real_model("smollm2-135m-instruct"), &mut store, LoadOptions::default()).unwrap();
+    let lora = LoraConfig { r: 4, alpha: 8.0, dropout: 0.0, targets: vec!["q".into(), "v".into(), "down".into()], layers: None, rslora: false };
+    let prefix = PrefixConfig { virtual_tokens: 3, projection: None, layers: None, peft_positions: true };
+    let methods = MethodsConfig { lora: Some(lora), prefix: Some(prefix), ..MethodsConfig::default() };
+    let a = Adaptation::build(&mut store, &model.config, &methods, 7, None).unwrap();
+    let lora_ids: Vec<_> = a.lora.iter().flat_map(|l| l.params()).collect();
+    let prefix_ids: Vec<_> = a.prefix.iter().flat_map(|p| p.params()).collect();
+    peft_support::randomize(&mut store, &lora_ids, 11, 0.05);
+    peft_support::randomize(&mut store, &prefix_ids, 12, 1.0);
+    let adapter = d.join("adapter");
+    peft::save(&adapter, &a, &store, &model.config, &SaveOptions::causal_lm("smollm2-135m-instruct")).unwrap();
+
+    let prompt = "The capital of France is";
+    let ids = |stdout: &str| stdout.lines().find_map(|l| l.strip_prefix("new ids: ")).unwrap().to_string();
+    let (ok, plain, err) = generate(&["--model", &m, "--prompt", prompt, "--max-new-tokens", "10", "--ids"]);
+    assert!(ok, "{err}");
+    let (ok, adapted, err) = generate(&["--model", &m, "--adapter", &adapter.display().to_string(), "--prompt", prompt, "--max-new-tokens", "10", "--ids"]);
+    assert!(ok, "{err}");
+    assert_ne!(ids(&plain), ids(&adapted), "the adapter does not change the generation");
+
+    let prompt_ids: Vec<u32> = adapted.lines().find_map(|l| l.strip_prefix("prompt ids: ")).map(|s| serde_json::from_str(s).unwrap()).unwrap();
+    let want = generate_lib(&model, &store, &a, &[prompt_ids], &GenerateOptions::for_model(&model, 10), None).unwrap();
+    let finish = if want[0].tokens.len() < 10 { "stop token" } else { "length" };
+    assert_eq!(ids(&adapted), format!("{:?} ({finish})", want[0].tokens));
+    let _ = std::fs::remove_dir_all(&d);
 }

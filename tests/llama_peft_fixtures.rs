@@ -22,6 +22,7 @@ use common::*;
 use peft_support::{adapter_file_mismatch, files_under, fixture, randomize, temp_dir};
 use polyadapt::engine::autograd::{ParamStore, Tape};
 use polyadapt::models::hooks::{LayerHooks, NoHooks};
+use polyadapt::models::llama::generate::{generate, GenerateOptions, Generation};
 use polyadapt::models::llama::{DecoderOptions, LlamaModel, Logits};
 use polyadapt::models::peft::{self, Adaptation, AdapterActivation, AdapterConfig, LoraConfig, MethodsConfig, PrefixConfig, PromptConfig, PromptInit, SaveOptions};
 use tiny::*;
@@ -165,6 +166,42 @@ fn decoder_adapters_saved_by_peft_load_and_match_peft() {
             assert!(e > 1e-3, "{name}: unshifted positions should not match peft (relative error {e:.2e})");
         }
     }
+}
+
+/// Greedy generation with the KV cache through each peft-saved adapter, one prompt at a time
+/// and as one batch, gives peft's tokens (`peft_generate.json`, written by
+/// `peft_check_llama.py generate` with `PeftModel.generate`). Prefix keys stay in front of the
+/// cache and the positions shift by the prefix; a soft prompt is prepended once, at prefill.
+#[test]
+fn decoder_adapters_generate_as_peft_does() {
+    let root = fixtures_dir().join("peft/llama_from_peft");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&root).unwrap() {
+        let dir = entry.unwrap().path();
+        let file = dir.join("peft_generate.json");
+        if !file.is_file() {
+            continue;
+        }
+        let name = dir.file_name().unwrap().to_string_lossy().to_string();
+        let doc: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+        let ids = |v: &serde_json::Value| -> Vec<Vec<u32>> {
+            v.as_array().unwrap().iter().map(|r| r.as_array().unwrap().iter().map(|t| t.as_u64().unwrap() as u32).collect()).collect()
+        };
+        let (prompts, want) = (ids(&doc["prompts"]), ids(&doc["generations"]));
+        let (model, mut store) = load_tiny(false);
+        let loaded = peft::load(&dir, &mut store, &model.config, false).unwrap_or_else(|e| panic!("{name}: {}", e.chain()));
+        let opts = GenerateOptions::for_model(&model, doc["max_new_tokens"].as_u64().unwrap() as usize);
+        let tokens = |out: Vec<Generation>| -> Vec<Vec<u32>> { out.into_iter().map(|g| g.tokens).collect() };
+        let one_by_one: Vec<Vec<u32>> = prompts.iter().flat_map(|p| tokens(generate(&model, &store, &loaded.adaptation, std::slice::from_ref(p), &opts, None).unwrap())).collect();
+        assert_eq!(one_by_one, want, "{name}: one prompt at a time");
+        let batched = tokens(generate(&model, &store, &loaded.adaptation, &prompts, &opts, None).unwrap());
+        assert_eq!(batched, want, "{name}: as one batch");
+        // The same prompts without the adapter continue differently: the check can tell.
+        let plain = tokens(generate(&model, &store, &NoHooks, &prompts, &opts, None).unwrap());
+        assert_ne!(plain, want, "{name}: the adapter does not change the generations");
+        checked += 1;
+    }
+    assert!(checked >= 5, "expected peft_generate.json in every peft-saved decoder case under {}", root.display());
 }
 
 /// The logits (padded batch, zeros at padding) of the fixture's batch.

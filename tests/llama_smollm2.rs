@@ -217,6 +217,30 @@ fn hidden_and_generate_commands_run_the_decoder() {
     let _ = std::fs::remove_dir_all(&tmp);
 }
 
+/// `generate --chat` gives the prompt as a user turn of SmolLM2's chat template: the prompt ids
+/// are those of transformers' rendering (reference prompt 5 is that rendering of "What is 2+2?"),
+/// the continuation is transformers' greedy one, ended by `<|im_end|>` (left out of the text).
+#[test]
+fn generate_chat_renders_the_template() {
+    let reference = Reference::load();
+    let got = engine_train()
+        .args(["generate", "--model", "smollm2-135m-instruct", "--max-new-tokens", "20", "--chat", "--ids", "--prompt", "What is 2+2?"])
+        .output()
+        .unwrap();
+    assert!(got.status.success(), "{}", String::from_utf8_lossy(&got.stderr));
+    let stdout = String::from_utf8_lossy(&got.stdout).to_string();
+    let want_prompt = reference.ids(5);
+    let want_new: Vec<u32> = reference.get(5, "greedy").unwrap().data.iter().map(|&v| v as u32).collect();
+    assert!(stdout.contains(&format!("prompt ids: {want_prompt:?}\n")), "{stdout}");
+    assert_eq!(want_new.last(), Some(&2), "the reference answer ends with <|im_end|>");
+    assert!(stdout.contains(&format!("new ids: {want_new:?} (stop token)\n")), "{stdout}");
+    let path = ModelPath::resolve(&model_dir()).unwrap();
+    let (config, _) = polyadapt::models::llama::Source::open(&path).unwrap();
+    let tok = load_tokenizer(&path, &config).unwrap();
+    let text = tok.decode(&want_new[..want_new.len() - 1], false).unwrap();
+    assert!(stdout.starts_with(&format!("{text}\nprompt ids:")), "{stdout}");
+}
+
 #[test]
 fn bf16_storage_stays_close() {
     let reference = Reference::load();

@@ -22,7 +22,10 @@ real (not committed): SmolLM2-135M-Instruct (the GGUF of `engine-train fetch-mod
   ../shared/data/niv2) write their adapter/; peft loads each onto `LlamaForCausalLM` and its
   logits on texts_multilingual.txt are compared with `engine-train hidden --logits --adapter`
   (relative error over real tokens, limit 1e-4), and with the plain model's (to show the
-  comparison can tell).
+  comparison can tell); then `engine-train generate --adapter` (greedy, KV cache) against
+  `PeftModel.generate`, token for token.
+generate (committed, part of fixtures): peft's greedy generations with the peft-saved adapters
+  of the tiny model, llama_from_peft/<case>/peft_generate.json.
 """
 
 import json
@@ -164,6 +167,34 @@ def peft_fixtures():
         print(f"llama_from_peft/{name}: {config.peft_type.value}, saved and reloaded by peft")
 
 
+GEN_NEW_TOKENS = 8
+REAL_NEW_TOKENS = 16
+
+
+def greedy(model, ids: list[int], new: int) -> list[int]:
+    """peft's greedy continuation of one unpadded prompt (the new tokens only)."""
+    x = torch.tensor([ids])
+    with torch.no_grad():
+        out = model.generate(input_ids=x, attention_mask=torch.ones_like(x), max_new_tokens=new, do_sample=False,
+                             num_beams=1, pad_token_id=0)
+    return out[0, len(ids):].tolist()
+
+
+def peft_generations():
+    """Greedy generations (KV cache) of the peft-saved adapters, one prompt at a time: the real
+    tokens of each row of the tiny model's reference batch, written to <case>/peft_generate.json."""
+    inputs = tiny_inputs()
+    prompts = [row[mask.bool()].tolist() for row, mask in zip(inputs["input_ids"], inputs["attention_mask"])]
+    for name, *_ in peft_cases():
+        out = PEFT_FIX / "llama_from_peft" / name
+        model, _ = apply_adapter(load_tiny(), out)
+        gens = [greedy(model, p, GEN_NEW_TOKENS) for p in prompts]
+        doc = {"case": name, "max_new_tokens": GEN_NEW_TOKENS, "prompts": prompts, "generations": gens,
+               "peft_version": peft.__version__, **base_metadata()}
+        (out / "peft_generate.json").write_text(json.dumps(doc, indent=1) + "\n")
+        print(f"llama_from_peft/{name}: greedy generations {gens}")
+
+
 # ---------------------------------------------------------------------------------------------
 # SmolLM2 end to end: `engine-train train` runs, their adapters in peft
 
@@ -252,6 +283,19 @@ def real_check():
         if moved < 1e-3:
             raise RuntimeError(f"{case}: the adapter barely changes the logits; the check would not tell")
         worst = max(worst, e)
+        # Greedy generation with the KV cache: `engine-train generate --adapter` against
+        # PeftModel.generate, token for token.
+        gen = work / f"{case}.jsonl"
+        engine("generate", "--model", "smollm2-135m-instruct", "--adapter", str(run / "adapter"), "--prompts", str(texts),
+               "--max-new-tokens", str(REAL_NEW_TOKENS), "--output", str(gen))
+        got = [json.loads(line)["tokens"] for line in gen.read_text().splitlines()]
+        prompts = [row[m].tolist() for row, m in zip(inputs["input_ids"], real)]
+        want = [greedy(model, p, REAL_NEW_TOKENS) for p in prompts]
+        same = sum(g == w for g, w in zip(got, want))
+        print(f"  {case:<12} greedy generations identical to peft's: {same} of {len(want)}")
+        if same != len(want):
+            bad = [(i, g, w) for i, (g, w) in enumerate(zip(got, want)) if g != w]
+            raise RuntimeError(f"{case}: generations differ from peft's: {bad}")
     print(f"worst relative error over the SmolLM2 runs: {worst:.2e} (limit {TOL_REAL:.0e})")
     if worst > TOL_REAL:
         raise SystemExit(1)
@@ -259,12 +303,14 @@ def real_check():
 
 def main():
     what = sys.argv[1] if len(sys.argv) > 1 else "all"
-    if what not in ("fixtures", "real", "all"):
+    if what not in ("fixtures", "generate", "real", "all"):
         raise SystemExit(__doc__)
     print(f"torch {torch.__version__}, peft {peft.__version__}")
     if what in ("fixtures", "all"):
         engine_fixtures()
         peft_fixtures()
+    if what in ("fixtures", "generate", "all"):
+        peft_generations()
     if what in ("real", "all"):
         real_check()
 
