@@ -21,6 +21,9 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
+mod support;
+use support::*;
+
 use polyadapt::data::instruct::{InstructFormat, PromptFormat, PromptParts};
 use polyadapt::data::niv2::read_task;
 use polyadapt::data::squad::BadRecords;
@@ -94,22 +97,6 @@ fn methods(method: &str) -> MethodsConfig {
         m => panic!("unknown method {m} (lora, lora_qv, prefix, prompt, full)"),
     };
     toml::from_str(&text).unwrap_or_else(|e| panic!("methods of {method}: {e}"))
-}
-
-/// VmHWM (the peak resident memory, what `ru_maxrss` reports) in MiB.
-fn peak_rss_mib() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse::<f64>().ok()).map_or(f64::NAN, |kb| kb / 1024.0)
-}
-
-fn median(v: &[f64]) -> f64 {
-    let mut s = v.to_vec();
-    s.sort_by(|a, b| a.total_cmp(b));
-    match s.len() {
-        0 => f64::NAN,
-        n if n % 2 == 1 => s[n / 2],
-        n => 0.5 * (s[n / 2 - 1] + s[n / 2]),
-    }
 }
 
 fn main() {
@@ -193,7 +180,7 @@ fn main() {
         "fwd_s_median": median(&fwd), "bwd_s_median": median(&bwd),
         "tokens_per_s": mean(&tokens) / med,
         "losses": losses,
-        "peak_rss_mb": peak_rss_mib(),
+        "peak_rss_mb": rss_mib().1,
     });
     println!("{json}");
 }

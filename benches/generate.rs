@@ -17,6 +17,9 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
+mod support;
+use support::*;
+
 use polyadapt::engine::autograd::ParamStore;
 use polyadapt::engine::tensor::DType;
 use polyadapt::models::bert::LoadOptions;
@@ -72,16 +75,6 @@ fn parse_args() -> Args {
     a
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
-}
-
 fn main() {
     let a = parse_args();
     rayon::ThreadPoolBuilder::new().num_threads(a.threads).build_global().expect("thread pool");
@@ -113,7 +106,7 @@ fn main() {
         whole.push(run(a.new_tokens));
         first.push(run(1));
     }
-    let (t_whole, t_first) = (median(whole.clone()), median(first.clone()));
+    let (t_whole, t_first) = (median(&whole), median(&first));
     let generated = (a.batch * a.new_tokens) as f64;
     let json = serde_json::json!({
         "engine": "polyadapt",

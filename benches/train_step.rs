@@ -20,6 +20,9 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
+mod support;
+use support::*;
+
 use polyadapt::data::qa_windows::{batch_windows, build_windows, QaWindow, WindowConfig};
 use polyadapt::data::squad::{read_squad, BadRecords};
 use polyadapt::data::TextTokenizer;
@@ -109,27 +112,6 @@ fn methods(method: &str, vt: usize) -> MethodsConfig {
         m => panic!("unknown method {m}"),
     };
     toml::from_str(&text).unwrap_or_else(|e| panic!("methods of {method}: {e}"))
-}
-
-/// A field of /proc/self/status in MiB.
-fn status_mib(name: &str) -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status.lines().find(|l| l.starts_with(name)).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse::<f64>().ok()).map_or(f64::NAN, |kb| kb / 1024.0)
-}
-
-/// (VmRSS, VmHWM) in MiB: current and peak resident memory (VmHWM is what `ru_maxrss` reports).
-fn rss_mib() -> (f64, f64) {
-    (status_mib("VmRSS:"), status_mib("VmHWM:"))
-}
-
-fn median(v: &[f64]) -> f64 {
-    let mut s = v.to_vec();
-    s.sort_by(|a, b| a.total_cmp(b));
-    if s.is_empty() {
-        return f64::NAN;
-    }
-    let n = s.len();
-    if n % 2 == 1 { s[n / 2] } else { 0.5 * (s[n / 2 - 1] + s[n / 2]) }
 }
 
 fn main() {
