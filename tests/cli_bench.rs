@@ -1,0 +1,211 @@
+//! `engine-train bench` on the host shim (`--quick`): every benchmark of the list runs and
+//! writes a JSON row with positive times (the shim's times are CPU emulation; only their
+//! presence is checked); bad flags are one-line errors; benches/gpu/summarize.py joins the
+//! engine's JSON with a PyTorch one; and, where a Python with torch is at hand
+//! (`POLYADAPT_TORCH_PYTHON`, else `python3`), benches/gpu/pytorch_kernels.py runs the same
+//! shapes on the CPU and its keys are the engine's.
+#![cfg(feature = "cuda-shim")]
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use polyadapt::engine::cuda::bench::{specs, unavailable, Config};
+use polyadapt::engine::cuda::Device;
+use serde_json::Value;
+
+fn bench(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_engine-train")).arg("bench").args(args).output().unwrap();
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+}
+
+fn dir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("polyadapt-bench-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn script(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/gpu").join(name)
+}
+
+fn read_json(p: &Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+}
+
+/// The quick bench on the shim, written to `dir/engine.json`.
+fn engine_json(d: &Path) -> Value {
+    let path = d.join("engine.json");
+    let (ok, stdout, stderr) = bench(&["--device", "shim", "--quick", "--json", path.to_str().unwrap()]);
+    assert!(ok, "bench failed: {stderr}");
+    assert!(stdout.contains("not GPU numbers"), "the shim's table must say its times are not GPU numbers:\n{stdout}");
+    read_json(&path)
+}
+
+/// A Python that can run `code`, or `None`.
+fn python_with(var: &str, code: &str) -> Option<String> {
+    let py = std::env::var(var).unwrap_or_else(|_| "python3".into());
+    let ok = Command::new(&py).args(["-c", code]).output().map(|o| o.status.success()).unwrap_or(false);
+    ok.then_some(py)
+}
+
+#[test]
+fn quick_bench_on_the_shim_writes_every_row_with_positive_times() {
+    let d = dir("rows");
+    let v = engine_json(&d);
+    assert_eq!(v["source"], "engine");
+    assert_eq!(v["timing"], "wall-clock");
+    assert!(v["failed"].as_array().unwrap().is_empty(), "failures: {}", v["failed"]);
+    // Every spec of the quick list has a row, but those the shim cannot run (cuBLAS), which
+    // are listed as skipped with a reason.
+    let dev = Device::shim();
+    let cfg = Config::quick();
+    let (mut want, mut want_skipped) = (BTreeSet::new(), BTreeSet::new());
+    for s in specs(&dev, &cfg) {
+        let id = (s.key(), s.imp.to_string());
+        if unavailable(&dev, &s).is_some() {
+            want_skipped.insert(id);
+        } else {
+            want.insert(id);
+        }
+    }
+    let rows = v["rows"].as_array().unwrap();
+    let got: BTreeSet<(String, String)> = rows.iter().map(|r| (r["key"].as_str().unwrap().into(), r["impl"].as_str().unwrap().into())).collect();
+    assert_eq!(got.len(), rows.len(), "duplicate rows");
+    assert_eq!(got, want);
+    let skipped: BTreeSet<(String, String)> =
+        v["skipped"].as_array().unwrap().iter().map(|r| (r["key"].as_str().unwrap().into(), r["impl"].as_str().unwrap().into())).collect();
+    assert_eq!(skipped, want_skipped);
+    let ops: BTreeSet<&str> = rows.iter().map(|r| r["op"].as_str().unwrap()).collect();
+    for op in [
+        "copy", "attn_fwd", "attn_bwd", "attn_fwd_bwd", "lora_fwd", "lora_bwd", "lora_fwd_bwd", "align_fwd_bwd", "layernorm_fwd",
+        "layernorm_bwd", "rmsnorm_fwd", "rmsnorm_bwd", "gelu_fwd", "gelu_bwd", "swiglu_fwd", "swiglu_bwd", "ce_fwd_bwd", "adamw",
+    ] {
+        assert!(ops.contains(op), "no {op} row");
+    }
+    for r in rows {
+        for f in ["median_ms", "min_ms", "max_ms", "bytes", "gbs"] {
+            assert!(r[f].as_f64().unwrap() > 0.0, "{} {}: {f} = {}", r["key"], r["impl"], r[f]);
+        }
+        assert!(r["min_ms"].as_f64() <= r["median_ms"].as_f64() && r["median_ms"].as_f64() <= r["max_ms"].as_f64());
+        assert_eq!(r["iters"], 3);
+        if r["bound"] == "compute" {
+            assert!(r["flops"].as_f64().unwrap() > 0.0 && r["tflops"].as_f64().unwrap() > 0.0, "{}", r["key"]);
+        } else {
+            assert!(r["copy_fraction"].as_f64().unwrap() > 0.0, "{}: no fraction of the copy bandwidth", r["key"]);
+        }
+    }
+    assert!(v["copy_gbs"].as_f64().unwrap() > 0.0);
+}
+
+#[test]
+fn bad_flags_are_one_line_errors() {
+    for (args, says) in [
+        (&["--device", "shim", "--quick", "--only", "nonsense"][..], "--only nonsense"),
+        (&["--device", "shim", "--quick", "--head-dim", "48"][..], "--head-dim 48"),
+        (&["--device", "shim", "--quick", "--heads", "9", "--kv-heads", "2"][..], "cannot share"),
+        (&["--device", "shim", "--quick", "--lora", "12by4"][..], "DINxDOUT"),
+        (&["--device", "shim", "--quick", "--rank", "65"][..], "--rank 65"),
+        (&["--device", "shim", "--quick", "--dtypes", "f64"][..], "--dtypes f64"),
+        (&["--device", "shim", "--quick", "--causal"][..], "--causal"),
+    ] {
+        let (ok, _, stderr) = bench(args);
+        assert!(!ok, "{args:?} succeeded");
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+        assert_eq!(stderr.trim().lines().count(), 1, "{args:?}: {stderr}");
+    }
+    if let Err(why) = Device::gpu() {
+        let (ok, _, stderr) = bench(&["--quick"]);
+        assert!(!ok);
+        assert!(stderr.contains("no CUDA GPU") && stderr.contains(&why), "{stderr}");
+        assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    }
+}
+
+/// A PyTorch JSON made from the engine's: every row twice as slow under one implementation,
+/// one row missing, one skipped with a reason.
+fn fake_torch_json(engine: &Value) -> Value {
+    let mut rows = vec![];
+    for r in engine["rows"].as_array().unwrap().iter().filter(|r| r["impl"] != "unfused-cublas" && r["op"] != "adamw") {
+        let mut t = r.clone();
+        t["impl"] = "torch-test".into();
+        t["median_ms"] = (2.0 * r["median_ms"].as_f64().unwrap()).into();
+        rows.push(t);
+    }
+    serde_json::json!({
+        "source": "pytorch", "device": "cpu", "timing": "wall-clock", "torch": "test", "peft": null,
+        "copy_gbs": 1.0, "rows": rows,
+        "skipped": [{"key": "lora_fwd/bf16/t24.in32.out48.r4", "impl": "peft", "why": "peft is not installed"}],
+        "failed": [],
+    })
+}
+
+#[test]
+fn summarize_joins_engine_and_pytorch_rows() {
+    let Some(py) = python_with("POLYADAPT_PYTHON", "import json, argparse") else {
+        eprintln!("skipped: no python3 to run benches/gpu/summarize.py");
+        return;
+    };
+    let d = dir("summary");
+    let engine = engine_json(&d);
+    let torch_path = d.join("torch.json");
+    std::fs::write(&torch_path, fake_torch_json(&engine).to_string()).unwrap();
+    let out = Command::new(&py).arg(script("summarize.py")).arg(d.join("engine.json")).arg(&torch_path).output().unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{stderr}");
+    assert!(stdout.contains("NOT GPU NUMBERS"), "{stdout}");
+    assert!(stdout.contains("peft is not installed"), "{stdout}");
+    // One line per engine row (all have a PyTorch partner but adamw and the unfused rows).
+    let lines: Vec<&str> = stdout.lines().filter(|l| l.starts_with("attn_fwd ") || l.starts_with("adamw ")).collect();
+    let attn_rows = engine["rows"].as_array().unwrap().iter().filter(|r| r["op"] == "attn_fwd").count();
+    assert_eq!(lines.iter().filter(|l| l.starts_with("attn_fwd ")).count(), attn_rows, "{stdout}");
+    for l in &lines {
+        let cells: Vec<&str> = l.split_whitespace().collect();
+        if l.starts_with("adamw ") {
+            assert!(cells.contains(&"-"), "adamw has no PyTorch row: {l}");
+        } else {
+            // torch/engine = 2.00 exactly: the fake rows are twice the engine's medians.
+            assert!(cells.contains(&"torch-test") && cells.contains(&"2.00"), "{l}");
+        }
+    }
+    let md = Command::new(&py).arg(script("summarize.py")).arg(d.join("engine.json")).arg(&torch_path).arg("--markdown").output().unwrap();
+    assert!(md.status.success());
+    assert!(String::from_utf8_lossy(&md.stdout).lines().any(|l| l.starts_with("| attn_fwd |")));
+    // A missing file is one clear error.
+    let bad = Command::new(&py).arg(script("summarize.py")).arg(d.join("nothing.json")).arg(&torch_path).output().unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("nothing.json"));
+}
+
+#[test]
+fn pytorch_script_runs_the_engine_shapes_on_the_cpu() {
+    let Some(py) = python_with("POLYADAPT_TORCH_PYTHON", "import torch") else {
+        eprintln!("skipped: no Python with torch (set POLYADAPT_TORCH_PYTHON)");
+        return;
+    };
+    let d = dir("torch");
+    let engine = engine_json(&d);
+    let keys: BTreeSet<&str> = engine["rows"].as_array().unwrap().iter().map(|r| r["key"].as_str().unwrap()).collect();
+    for (tag, extra) in [("from", vec!["--from", d.join("engine.json").to_str().unwrap().to_string()]), ("own", vec!["--quick".to_string()])] {
+        let out_path = d.join(format!("torch-{tag}.json"));
+        let out = Command::new(&py)
+            .arg(script("pytorch_kernels.py"))
+            .args(["--device", "cpu", "--iters", "2", "--warmup", "1", "--json", out_path.to_str().unwrap()])
+            .args(&extra)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let v = read_json(&out_path);
+        assert_eq!(v["source"], "pytorch");
+        assert!(v["failed"].as_array().unwrap().is_empty(), "{tag}: {}", v["failed"]);
+        let rows = v["rows"].as_array().unwrap();
+        let got: BTreeSet<&str> = rows.iter().map(|r| r["key"].as_str().unwrap()).collect();
+        // The same shapes under the same keys: every engine key has PyTorch rows.
+        assert!(got.is_subset(&keys), "{tag}: keys the engine does not have: {:?}", got.difference(&keys).collect::<Vec<_>>());
+        assert_eq!(got, keys, "{tag}: engine keys without a PyTorch row");
+        for r in rows {
+            assert!(r["median_ms"].as_f64().unwrap() > 0.0, "{}", r["key"]);
+        }
+    }
+}
