@@ -33,6 +33,9 @@ pub struct Args {
     /// Tiny shapes, 1 warm-up and 3 timed launches: the whole list in seconds on the shim.
     #[arg(long)]
     quick: bool,
+    /// Prints the key and implementation of every row it would measure, and stops.
+    #[arg(long)]
+    list: bool,
     /// Writes the rows as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -105,6 +108,12 @@ pub fn run(args: Args) -> Result<()> {
 
     let dev = device(args.device)?;
     let cfg = config(&args)?;
+    if args.list {
+        for s in bench::specs(&dev, &cfg) {
+            println!("{} {}", s.key(), s.imp);
+        }
+        return Ok(());
+    }
     if !dev.is_gpu() {
         eprintln!("bench: on the host shim: these timings are CPU emulation, not GPU numbers");
     }

@@ -135,7 +135,7 @@ fn fake_torch_json(engine: &Value) -> Value {
     }
     serde_json::json!({
         "source": "pytorch", "device": "cpu", "timing": "wall-clock", "torch": "test", "peft": null,
-        "copy_gbs": 1.0, "rows": rows,
+        "warmup": 1, "iters": 3, "flush_bytes": 0, "copy_gbs": 1.0, "rows": rows,
         "skipped": [{"key": "lora_fwd/bf16/t24.in32.out48.r4", "impl": "peft", "why": "peft is not installed"}],
         "failed": [],
     })
@@ -178,6 +178,31 @@ fn summarize_joins_engine_and_pytorch_rows() {
     assert!(String::from_utf8_lossy(&bad.stderr).contains("nothing.json"));
 }
 
+/// The keys of `--list` output (`key impl` or `key` per line).
+fn listed_keys(stdout: &[u8]) -> BTreeSet<String> {
+    String::from_utf8_lossy(stdout).lines().map(|l| l.split_whitespace().next().unwrap().to_string()).collect()
+}
+
+#[test]
+fn pytorch_script_defaults_are_the_engine_shapes() {
+    // Without --from the script measures its own copy of the engine's default shapes: both
+    // lists, full and quick, must name the same rows (plain python3: no torch needed to list).
+    let Some(py) = python_with("POLYADAPT_PYTHON", "import json, argparse") else {
+        eprintln!("skipped: no python3 to run benches/gpu/pytorch_kernels.py --list");
+        return;
+    };
+    for quick in [false, true] {
+        let q: &[&str] = if quick { &["--quick"] } else { &[] };
+        let eng = Command::new(env!("CARGO_BIN_EXE_engine-train")).args(["bench", "--device", "shim", "--list"]).args(q).output().unwrap();
+        assert!(eng.status.success(), "{}", String::from_utf8_lossy(&eng.stderr));
+        let tor = Command::new(&py).arg(script("pytorch_kernels.py")).arg("--list").args(q).output().unwrap();
+        assert!(tor.status.success(), "{}", String::from_utf8_lossy(&tor.stderr));
+        let (e, t) = (listed_keys(&eng.stdout), listed_keys(&tor.stdout));
+        assert!(e.len() > 50, "quick={quick}: {} keys", e.len());
+        assert_eq!(e, t, "quick={quick}: the script's default shapes differ from the engine's");
+    }
+}
+
 #[test]
 fn pytorch_script_runs_the_engine_shapes_on_the_cpu() {
     let Some(py) = python_with("POLYADAPT_TORCH_PYTHON", "import torch") else {
@@ -187,25 +212,28 @@ fn pytorch_script_runs_the_engine_shapes_on_the_cpu() {
     let d = dir("torch");
     let engine = engine_json(&d);
     let keys: BTreeSet<&str> = engine["rows"].as_array().unwrap().iter().map(|r| r["key"].as_str().unwrap()).collect();
-    for (tag, extra) in [("from", vec!["--from", d.join("engine.json").to_str().unwrap().to_string()]), ("own", vec!["--quick".to_string()])] {
-        let out_path = d.join(format!("torch-{tag}.json"));
-        let out = Command::new(&py)
-            .arg(script("pytorch_kernels.py"))
-            .args(["--device", "cpu", "--iters", "2", "--warmup", "1", "--json", out_path.to_str().unwrap()])
-            .args(&extra)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        let v = read_json(&out_path);
-        assert_eq!(v["source"], "pytorch");
-        assert!(v["failed"].as_array().unwrap().is_empty(), "{tag}: {}", v["failed"]);
-        let rows = v["rows"].as_array().unwrap();
-        let got: BTreeSet<&str> = rows.iter().map(|r| r["key"].as_str().unwrap()).collect();
-        // The same shapes under the same keys: every engine key has PyTorch rows.
-        assert!(got.is_subset(&keys), "{tag}: keys the engine does not have: {:?}", got.difference(&keys).collect::<Vec<_>>());
-        assert_eq!(got, keys, "{tag}: engine keys without a PyTorch row");
-        for r in rows {
-            assert!(r["median_ms"].as_f64().unwrap() > 0.0, "{}", r["key"]);
+    let out_path = d.join("torch.json");
+    let out = Command::new(&py)
+        .arg(script("pytorch_kernels.py"))
+        .args(["--device", "cpu", "--iters", "2", "--warmup", "1", "--json", out_path.to_str().unwrap(), "--from", d.join("engine.json").to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v = read_json(&out_path);
+    assert_eq!(v["source"], "pytorch");
+    assert!(v["failed"].as_array().unwrap().is_empty(), "{}", v["failed"]);
+    let rows = v["rows"].as_array().unwrap();
+    // Every engine key has PyTorch rows, under the same keys.
+    let got: BTreeSet<&str> = rows.iter().map(|r| r["key"].as_str().unwrap()).collect();
+    assert_eq!(got, keys);
+    for r in rows {
+        assert!(r["median_ms"].as_f64().unwrap() > 0.0, "{}", r["key"]);
+        if r["op"].as_str().unwrap().starts_with("lora") {
+            assert!(["unfused", "peft"].contains(&r["impl"].as_str().unwrap()), "{}", r["impl"]);
         }
     }
+    // The joined table of the two real reports.
+    let sum = Command::new(&py).arg(script("summarize.py")).arg(d.join("engine.json")).arg(&out_path).output().unwrap();
+    assert!(sum.status.success(), "{}", String::from_utf8_lossy(&sum.stderr));
+    assert!(String::from_utf8_lossy(&sum.stdout).contains("NOT GPU NUMBERS"));
 }

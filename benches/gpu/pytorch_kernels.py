@@ -127,15 +127,9 @@ def main():
     ap.add_argument("--warmup", type=int)
     ap.add_argument("--iters", type=int)
     ap.add_argument("--flush-mib", type=int)
+    ap.add_argument("--list", action="store_true", help="print the keys of the rows it would measure, and stop (no torch needed)")
     a = ap.parse_args()
-
-    import torch
-
-    from torch_ops import build
-
     cuda = a.device == "cuda"
-    if cuda and not torch.cuda.is_available():
-        sys.exit("pytorch_kernels.py: torch sees no CUDA GPU (--device cpu runs on the CPU)")
     defaults = QUICK if a.quick else FULL
     if a.engine:
         try:
@@ -149,6 +143,16 @@ def main():
     if a.only:
         keep = tuple(a.only.split(","))
         specs = [s for s in specs if s["op"].startswith(keep) or s["op"] == "copy"]
+    if a.list:
+        print("\n".join(s["key"] for s in specs))
+        return 0
+
+    import torch
+
+    from torch_ops import build
+
+    if cuda and not torch.cuda.is_available():
+        sys.exit("pytorch_kernels.py: torch sees no CUDA GPU (--device cpu runs on the CPU)")
     warmup = a.warmup if a.warmup is not None else settings["warmup"]
     iters = a.iters if a.iters is not None else settings["iters"]
     flush_bytes = (a.flush_mib * MIB if a.flush_mib is not None else settings["flush_bytes"]) if cuda else 0
