@@ -39,7 +39,8 @@ pub struct Args {
     /// Writes the rows as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
-    /// Groups to run (copy, attention, lora, align, norm, activation, ce, adamw); default all.
+    /// Groups to run (copy, attention, lora, align, norm, activation, ce, adamw; the copy
+    /// always runs); default all.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Element types (bf16, f16, f32); default all three.
@@ -158,6 +159,10 @@ fn config(a: &Args) -> Result<polyadapt::engine::cuda::bench::Config> {
     let mut c = if a.quick { Config::quick() } else { Config::full() };
     if !a.only.is_empty() {
         c.groups = a.only.iter().map(|s| Group::parse(s).ok_or_else(|| bad("only", s, "copy, attention, lora, align, norm, activation, ce or adamw"))).collect::<Result<_>>()?;
+        // The copy is the ceiling the other rows are compared with: it always runs.
+        if !c.groups.contains(&Group::Copy) {
+            c.groups.insert(0, Group::Copy);
+        }
     }
     if !a.dtypes.is_empty() {
         c.dtypes = a

@@ -10,7 +10,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use polyadapt::engine::cuda::bench::{specs, unavailable, Config};
+use polyadapt::engine::cuda::bench::{col_major, specs, unavailable, Config};
 use polyadapt::engine::cuda::Device;
 use serde_json::Value;
 
@@ -236,4 +236,49 @@ fn pytorch_script_runs_the_engine_shapes_on_the_cpu() {
     let sum = Command::new(&py).arg(script("summarize.py")).arg(d.join("engine.json")).arg(&out_path).output().unwrap();
     assert!(sum.status.success(), "{}", String::from_utf8_lossy(&sum.stderr));
     assert!(String::from_utf8_lossy(&sum.stdout).contains("NOT GPU NUMBERS"));
+}
+
+/// A column-major product as BLAS defines it: `c [m x n] = op(a) op(b)`, with leading
+/// dimensions.
+#[allow(clippy::too_many_arguments)]
+fn blas_gemm(ta: bool, tb: bool, m: usize, n: usize, k: usize, a: &[f64], lda: usize, b: &[f64], ldb: usize, c: &mut [f64], ldc: usize) {
+    for j in 0..n {
+        for i in 0..m {
+            let mut s = 0.0;
+            for l in 0..k {
+                let x = if ta { a[l + i * lda] } else { a[i + l * lda] };
+                let y = if tb { b[j + l * ldb] } else { b[l + j * ldb] };
+                s += x * y;
+            }
+            c[i + j * ldc] = s;
+        }
+    }
+}
+
+#[test]
+fn unfused_lora_products_give_cublas_the_transposed_problem() {
+    // The unfused LoRA rows run on cuBLAS (GPU only); the translation of their row-major
+    // products into its column-major arguments is checked here against a plain product.
+    let mut seed = 1u64;
+    let mut next = || {
+        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (seed >> 33) as f64 / (1u64 << 31) as f64 - 0.5
+    };
+    for (m, n, k) in [(5, 7, 3), (1, 4, 9), (8, 2, 1), (6, 6, 6)] {
+        for (at, bt) in [(false, false), (false, true), (true, false), (true, true)] {
+            let a: Vec<f64> = (0..m * k).map(|_| next()).collect(); // [m, k], or [k, m] when at
+            let b: Vec<f64> = (0..k * n).map(|_| next()).collect(); // [k, n], or [n, k] when bt
+            let av = |i: usize, l: usize| if at { a[l * m + i] } else { a[i * k + l] };
+            let bv = |l: usize, j: usize| if bt { b[j * k + l] } else { b[l * n + j] };
+            let cm = col_major((m, n, k), at, bt);
+            let mut c = vec![f64::NAN; m * n];
+            blas_gemm(cm.trans_first, cm.trans_second, cm.m, cm.n, cm.k, &b, cm.ld_first, &a, cm.ld_second, &mut c, cm.ldc);
+            for i in 0..m {
+                for j in 0..n {
+                    let want: f64 = (0..k).map(|l| av(i, l) * bv(l, j)).sum();
+                    assert!((c[i * n + j] - want).abs() < 1e-12, "{m}x{n}x{k} at={at} bt={bt}: c[{i},{j}] = {} != {want}", c[i * n + j]);
+                }
+            }
+        }
+    }
 }

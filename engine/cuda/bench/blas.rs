@@ -80,35 +80,64 @@ impl Blas {
         }
         dev.check_resident(&[a, b, c])?;
         let int = |v: usize| super::super::kernels::int(op, "size", v);
-        // Column-major cuBLAS computes c^T = op(b)^T op(a)^T: b first.
+        let cm = col_major((m, n, k), at, bt);
         let trans = |t: bool| if t { cublasOperation_t::CUBLAS_OP_T } else { cublasOperation_t::CUBLAS_OP_N };
-        let (lda, ldb) = (if bt { k } else { n }, if at { m } else { k });
         // SAFETY: the three buffers live on this GPU with the sizes checked above; alpha and
         // beta are host f32 values (the handle's default pointer mode) alive during the call.
         unsafe {
             cudarc::cublas::result::gemm_ex(
                 *self.blas.handle(),
-                trans(bt),
-                trans(at),
-                int(n)?,
-                int(m)?,
-                int(k)?,
+                trans(cm.trans_first),
+                trans(cm.trans_second),
+                int(cm.m)?,
+                int(cm.n)?,
+                int(cm.k)?,
                 &alpha as *const f32 as *const c_void,
                 b.addr() as *const c_void,
                 data_type(op, b.elem())?,
-                int(lda)?,
+                int(cm.ld_first)?,
                 a.addr() as *const c_void,
                 data_type(op, a.elem())?,
-                int(ldb)?,
+                int(cm.ld_second)?,
                 &beta as *const f32 as *const c_void,
                 c.addr() as *mut c_void,
                 data_type(op, c.elem())?,
-                int(n)?,
+                int(cm.ldc)?,
                 cublasComputeType_t::CUBLAS_COMPUTE_32F,
                 cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
             )
         }
         .map_err(|e| Error::device(dev.name(), format!("cublasGemmEx: {e}")))
+    }
+}
+
+/// The arguments of a column-major (BLAS) product that computes the row-major `c [m, n] =
+/// op(a) op(b)` (`at`: a stored `[k, m]`; `bt`: b stored `[n, k]`): a row-major matrix read
+/// column-major is its transpose, so BLAS computes `c^T = op(b)^T op(a)^T`, b first. Public
+/// for its test (tests/cli_bench.rs checks it against a plain column-major product).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ColMajor {
+    /// Transpose the first operand (b) / the second (a).
+    pub trans_first: bool,
+    pub trans_second: bool,
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    pub ld_first: usize,
+    pub ld_second: usize,
+    pub ldc: usize,
+}
+
+pub fn col_major((m, n, k): (usize, usize, usize), at: bool, bt: bool) -> ColMajor {
+    ColMajor {
+        trans_first: bt,
+        trans_second: at,
+        m: n,
+        n: m,
+        k,
+        ld_first: if bt { k } else { n },
+        ld_second: if at { m } else { k },
+        ldc: n,
     }
 }
 

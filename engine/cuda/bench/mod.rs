@@ -25,6 +25,7 @@ mod memory;
 mod report;
 mod shapes;
 
+pub use blas::{col_major, ColMajor};
 pub use report::{run_all, NotRun, Report, Row};
 pub use shapes::{AttnModel, Config, Group, Layout, LoraShape, GROUPS};
 
