@@ -1,5 +1,6 @@
 //! Command-line interface of `engine-train`.
 
+mod bench;
 mod fetch_model;
 mod generate;
 mod hidden;
@@ -40,6 +41,9 @@ enum Command {
     /// Tables (Markdown: mean ± std over seeds, stability) and ablation plots (PNG) of finished
     /// runs or sweeps.
     Report(report::Args),
+    /// Time the CUDA kernels (GPU, or the host shim) and print a table; `--json` for
+    /// benches/gpu/summarize.py.
+    Bench(bench::Args),
 }
 
 pub fn run(cli: Cli) -> Result<()> {
@@ -51,5 +55,6 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Score(a) => score::run(a),
         Command::Sweep(a) => sweep::run(a),
         Command::Report(a) => report::run(a),
+        Command::Bench(a) => bench::run(a),
     }
 }

@@ -227,6 +227,46 @@ impl Device {
         }
     }
 
+    /// Copies `src` into `dst` (same element type and length) on the device: queued on the
+    /// GPU's stream, a memcpy on the shim.
+    pub fn copy(&self, src: &Buffer, dst: &mut Buffer) -> Result<()> {
+        if src.elem != dst.elem || src.len != dst.len {
+            return Err(self.error(format!("copying {src:?} into {dst:?}")));
+        }
+        self.check_resident(&[src, dst])?;
+        let bytes = src.bytes();
+        match (self, &src.mem, &mut dst.mem) {
+            (Device::Gpu(g), Mem::Gpu(s), Mem::Gpu(d)) => g.copy(s, d, bytes).map_err(|e| self.error(e)),
+            (_, Mem::Host(s), Mem::Host(d)) => {
+                d.bytes_mut().copy_from_slice(s.bytes());
+                Ok(())
+            }
+            _ => Err(self.error("copy between a GPU buffer and a host buffer")),
+        }
+    }
+
+    /// Runs `f` and returns its result with the milliseconds the device spent on the work `f`
+    /// queued: CUDA events recorded around it on a GPU (the stream's time from the first to the
+    /// last of that work, gaps while the host prepares a launch included); the wall clock on
+    /// the shim, whose launches run to completion before they return.
+    pub fn time<R>(&self, f: impl FnOnce() -> Result<R>) -> Result<(R, f64)> {
+        match self {
+            #[cfg(feature = "cuda-shim")]
+            Device::Shim => {
+                let t = std::time::Instant::now();
+                let r = f()?;
+                Ok((r, t.elapsed().as_secs_f64() * 1e3))
+            }
+            Device::Gpu(g) => {
+                let start = g.record_timing_event().map_err(|e| self.error(e))?;
+                let r = f()?;
+                let end = g.record_timing_event().map_err(|e| self.error(e))?;
+                let ms = start.elapsed_ms(&end).map_err(|e| self.error(format!("event timing: {e}")))?;
+                Ok((r, ms as f64))
+            }
+        }
+    }
+
     /// Checks that every buffer lives on this device.
     pub fn check_resident(&self, bufs: &[&Buffer]) -> Result<()> {
         for b in bufs {

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::ffi::c_void;
 use std::sync::{Arc, Mutex};
 
-use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DevicePtr};
+use cudarc::driver::{CudaContext, CudaEvent, CudaFunction, CudaModule, CudaSlice, CudaStream, DevicePtr};
 
 use super::device::Launch;
 use super::modules;
@@ -93,6 +93,28 @@ impl Gpu {
 
     pub fn synchronize(&self) -> Result<(), String> {
         self.stream.synchronize().map_err(|e| e.to_string())
+    }
+
+    /// Copies the first `bytes` bytes of `src` into `dst` on the stream (device to device).
+    pub fn copy(&self, src: &GpuMem, dst: &mut GpuMem, bytes: usize) -> Result<(), String> {
+        if bytes == 0 {
+            return Ok(());
+        }
+        let from = src.slice.slice(..bytes);
+        let mut to = dst.slice.slice_mut(..bytes);
+        self.stream.memcpy_dtod(&from, &mut to).map_err(|e| format!("copy on device: {e}"))
+    }
+
+    /// An event with timing enabled, recorded on the stream now: marks the work queued so far.
+    pub fn record_timing_event(&self) -> Result<CudaEvent, String> {
+        let e = self.ctx.new_event(Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT)).map_err(|e| e.to_string())?;
+        e.record(&self.stream).map_err(|e| e.to_string())?;
+        Ok(e)
+    }
+
+    /// The stream the engine queues its work on (cuBLAS handles are bound to it).
+    pub(crate) fn stream(&self) -> &Arc<CudaStream> {
+        &self.stream
     }
 
     fn module(&self, name: &'static str) -> Result<Arc<CudaModule>, String> {

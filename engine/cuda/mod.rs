@@ -6,6 +6,7 @@
 //! - [`Buffer`]: a typed allocation on a device, with upload, download and poisoning.
 //! - [`modules`]: the kernels embedded at build time (fat binaries from nvcc, and the sources
 //!   for NVRTC) and the compile report.
+//! - [`bench`]: the kernel benchmarks behind `engine-train bench` and benches/cuda_kernels.rs.
 //! - [`kernels`]: one launcher per kernel file. Launchers choose the grid and block, check the
 //!   sizes, and run the same kernel on either device; the launch contract of each kernel is
 //!   written once there and in the head comment of its `.cu` file.
@@ -14,6 +15,7 @@
 //! `engine/ops` stay CPU-only until the training loop moves to the GPU (kernels/NOTES.md has
 //! the plan).
 
+pub mod bench;
 pub mod buffer;
 pub mod device;
 mod gpu;

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# On the GPU machine, from the repository root, with gpu-bin/gpu-bin.tar.xz carried from a
+# build here (benches/gpu/stage.sh): the GPU, the kernel tests with REQUIRE_GPU=1, the
+# engine's bench, PyTorch on the same shapes, and one table joining them.
+#
+#   bash benches/gpu/run_all.sh [engine-train bench flags, e.g. --quick or --only attention,lora]
+#
+# Writes 8 files into $OUT (else bench-out/): nvidia-smi.txt, tests.log, engine.log,
+# engine.json, torch.log, torch.json, summary.txt, summary.md. SKIP_TESTS=1 skips the tests.
+# Exit status: 1 if a test, a bench row or a PyTorch row failed (the table still prints).
+set -uo pipefail
+out="${OUT:-bench-out}"
+mkdir -p "$out"
+bin="$(mktemp -d)"
+python3 -c 'import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2])' gpu-bin/gpu-bin.tar.xz "$bin" ||
+    { echo "run_all.sh: no gpu-bin/gpu-bin.tar.xz (run benches/gpu/stage.sh here first, and carry gpu-bin)"; exit 2; }
+status=0
+
+# cuBLAS (the engine's unfused LoRA rows, loaded at run time): the toolkit's, or the copy that
+# PyTorch's wheels bring, where the loader does not already find one.
+libs="$(python3 -c '
+import glob, os
+dirs = ["/usr/local/cuda/lib64"]
+try:
+    import nvidia
+    for p in nvidia.__path__:
+        dirs += glob.glob(os.path.join(p, "*", "lib")) + glob.glob(os.path.join(p, "*", "*", "lib"))
+except ImportError:
+    pass
+print(":".join(d for d in dirs if glob.glob(os.path.join(d, "libcublas.so*"))))
+')"
+export LD_LIBRARY_PATH="${LD_LIBRARY_PATH:+$LD_LIBRARY_PATH:}$libs"
+
+nvidia-smi >"$out/nvidia-smi.txt" 2>&1
+head -20 "$out/nvidia-smi.txt"
+
+if [ "${SKIP_TESTS:-0}" != 1 ]; then
+    : >"$out/tests.log"
+    for t in cuda_kernels cuda_attention cuda_lora; do
+        REQUIRE_GPU=1 "$bin/$t" >>"$out/tests.log" 2>&1
+        rc=$?
+        echo "test $t: exit $rc ($(grep -E '^test result' "$out/tests.log" | tail -1))"
+        [ $rc = 0 ] || status=1
+    done
+fi
+
+"$bin/engine-train" bench --json "$out/engine.json" "$@" >"$out/engine.log" 2>&1 || status=1
+tail -3 "$out/engine.log"
+[ -f "$out/engine.json" ] || { echo "run_all.sh: the engine's bench wrote no JSON (engine.log)"; exit 1; }
+
+PYTHONUNBUFFERED=1 python3 benches/gpu/pytorch_kernels.py --from "$out/engine.json" --json "$out/torch.json" >"$out/torch.log" 2>&1 || status=1
+tail -2 "$out/torch.log"
+[ -f "$out/torch.json" ] || { echo "run_all.sh: the PyTorch script wrote no JSON (torch.log)"; exit 1; }
+
+python3 benches/gpu/summarize.py "$out/engine.json" "$out/torch.json" --markdown >"$out/summary.md"
+python3 benches/gpu/summarize.py "$out/engine.json" "$out/torch.json" | tee "$out/summary.txt"
+exit $status
