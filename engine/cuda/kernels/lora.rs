@@ -58,7 +58,8 @@ pub struct LoraDropout {
     pub stream: u64,
 }
 
-/// The layer: the frozen weight (and bias) and the trainable low-rank pair.
+/// The layer: the frozen weight (and bias) and the trainable low-rank pair (empty buffers with
+/// `r = 0`: the frozen layer alone).
 pub struct LoraLayer<'a> {
     /// `[dout, din]`, the type of x.
     pub w: &'a Buffer,
@@ -82,12 +83,15 @@ pub struct LoraGrads<'a> {
     pub db: Option<&'a mut Buffer>,
 }
 
-/// The rank the kernels are instantiated for (R in lora.cu): r rounded up to 16 or 64.
+/// The rank the kernels are instantiated for (R in lora.cu): r rounded up to 16 or 64. Rank 0
+/// is a plain frozen linear layer (`y = x W^T + b`, `dx = dy W`): the kernels skip every read
+/// of A and B past r, so the 16 bucket runs it with the low-rank term at zero (its projection
+/// costs about a quarter of the frozen product's arithmetic on the scalar path).
 fn rank_bucket(op: &'static str, r: usize) -> Result<usize> {
     match r {
-        1..=16 => Ok(16),
+        0..=16 => Ok(16),
         17..=64 => Ok(64),
-        _ => Err(Error::shape(op, format!("rank {r}: the kernels take ranks 1 to 64"))),
+        _ => Err(Error::shape(op, format!("rank {r}: the kernels take ranks 0 (no LoRA) to 64"))),
     }
 }
 
@@ -234,6 +238,9 @@ pub fn lora_backward(
     if let Some(db) = &grads.db {
         expect(op, "dB", db, Elem::F32, d.dout * d.r)?;
         dev.check_resident(&[db])?;
+    }
+    if d.r == 0 && (grads.da.is_some() || grads.db.is_some()) {
+        return Err(Error::shape(op, "dA or dB asked for at rank 0 (a frozen layer without LoRA)"));
     }
     if d.tokens == 0 {
         return Ok(()); // nothing to add to dA, dB; dx is empty

@@ -1,0 +1,334 @@
+//! A whole training step on the CUDA backend (models/bert_cuda) against the same step on the
+//! CPU backend (BertModel + Tape + clip + AdamW, as cli/train/trainer.rs runs it), on the real
+//! multilingual-e5-small, on every device (host shim; the GPU when there is one).
+//!
+//! The step: sentence pairs of pseudo/pairs_de.tsv (three pairs of different lengths, packed)
+//! through the backbone with prefix keys/values and LoRA, a classifier head and its
+//! cross-entropy, plus the alignment loss between English and German sentences
+//! (pseudo/pairs_en.tsv, line for line) at a middle or the last layer; the global-norm clip;
+//! AdamW. Both sides start from the same values (the GPU copies the CPU's store; LoRA's B is
+//! set to random values first so that A has a gradient in the first step). Compared: the task
+//! and alignment losses, every trainable tensor's gradient, the gradient norm, and after AdamW
+//! every parameter and both moments; then a second step from there on other sentences.
+//!
+//! Tolerances (norm-wise relative, ||gpu - cpu|| / ||cpu||, per tensor): f32 1e-4. Both sides
+//! compute in f32 and differ in the order of their sums (blocked products, per-chunk
+//! reductions): ~1e-7 relative per dot product, grown by 12 layers of LayerNorm and attention
+//! and their backward; the measured errors (printed) are 1e-6 to 1e-5. bf16 (activations and
+//! frozen weights in bf16 on the device; the CPU keeps f32 activations with bf16 weights and
+//! bf16 products): every activation is rounded to 8 significant bits (4e-3 relative) between
+//! kernels, so 3e-2 for the losses and gradients.
+//! Every activation buffer is poisoned (NaN) before its kernel writes it (`poison`): an
+//! element no kernel wrote would make a loss or gradient NaN.
+#![cfg(feature = "cuda-shim")]
+
+mod common;
+mod cuda_util;
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use common::{fixtures_dir, real_model};
+use cuda_util::on_every_device;
+use polyadapt::data::tokenize::Tokens;
+use polyadapt::data::{EncodedBatch, TextTokenizer};
+use polyadapt::engine::autograd::{ParamStore, Tape};
+use polyadapt::engine::cpu::gemm::Precision;
+use polyadapt::engine::cuda::kernels::adamw::AdamW as GpuAdamW;
+use polyadapt::engine::cuda::kernels::KernelPath;
+use polyadapt::engine::cuda::{Device, Elem};
+use polyadapt::engine::ops;
+use polyadapt::engine::optim::{clip_grad_norm, AdamW, AdamWConfig};
+use polyadapt::engine::tensor::{DType, Tensor};
+use polyadapt::models::bert::{BertModel, ForwardOptions, LoadOptions};
+use polyadapt::models::bert_cuda::{AlignSpec, GpuStep, GpuStepConfig, Part, StepBatch};
+use polyadapt::models::heads::{ClassifierHead, Pooling};
+use polyadapt::models::losses::{alignment_loss, Distance};
+use polyadapt::models::peft::{Adaptation, LoraConfig, MethodsConfig, PrefixConfig};
+
+const SEED: u64 = 17;
+const LR: f32 = 5e-3;
+const CLIP: f32 = 1.0;
+const BETAS: (f32, f32) = (0.9, 0.999);
+const EPS: f32 = 1e-8;
+const DECAY: f32 = 0.01;
+
+struct Case {
+    name: &'static str,
+    elem: Elem,
+    prefix: usize,
+    lora: LoraConfig,
+    head_pooling: Pooling,
+    align: AlignSpec,
+    task_weight: f32,
+    /// Dropout on (hidden, attention, LoRA) under fixed seeds.
+    dropout: bool,
+    steps: usize,
+    tol: f64,
+}
+
+/// The CPU side: the model, the store with every trainable parameter, and the optimiser.
+struct Cpu {
+    model: BertModel,
+    store: ParamStore,
+    adaptation: Adaptation,
+    head: ClassifierHead,
+    optim: AdamW,
+}
+
+fn cpu_setup(c: &Case) -> Cpu {
+    let dir = real_model("multilingual-e5-small");
+    let mut store = ParamStore::new();
+    let opts = match c.elem {
+        Elem::F32 => LoadOptions::default(),
+        _ => LoadOptions { dtype: DType::BF16, precision: Precision::Bf16 },
+    };
+    let model = BertModel::load(&dir, &mut store, opts).unwrap();
+    let prefix = (c.prefix > 0).then(|| PrefixConfig { virtual_tokens: c.prefix, projection: None, layers: None, peft_positions: true });
+    let methods = MethodsConfig { lora: Some(c.lora.clone()), prefix, ..Default::default() };
+    let adaptation = Adaptation::build(&mut store, &model.config, &methods, SEED, None).unwrap();
+    let head = ClassifierHead::new(&mut store, model.config.hidden_size, 2, c.head_pooling, SEED).unwrap();
+    // LoRA's B starts at zero, which would leave A without a gradient in the first step.
+    for (k, s) in adaptation.lora.as_ref().unwrap().sites().iter().enumerate() {
+        let shape = store.value(s.b).shape().to_vec();
+        let n = shape.iter().product();
+        store.set_value(s.b, Tensor::new(common::rand_vec(1000 + k as u64, n, 0.05), &shape)).unwrap();
+    }
+    let optim = AdamW::new(AdamWConfig {
+        lr: LR as f64,
+        beta1: BETAS.0 as f64,
+        beta2: BETAS.1 as f64,
+        eps: EPS as f64,
+        weight_decay: DECAY as f64,
+    })
+    .unwrap();
+    Cpu { model, store, adaptation, head, optim }
+}
+
+/// One step's inputs: task pairs with labels, parallel sentences for the alignment.
+struct Batch {
+    task: EncodedBatch,
+    labels: Vec<usize>,
+    source: EncodedBatch,
+    target: EncodedBatch,
+}
+
+fn tsv(name: &str) -> Vec<(String, String, usize)> {
+    let text = std::fs::read_to_string(fixtures_dir().join("pseudo").join(name)).unwrap();
+    text.lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split('\t').collect();
+            (f[0].to_string(), f[1].to_string(), f[2].trim().parse().unwrap())
+        })
+        .collect()
+}
+
+/// The batch of step `step`: task pairs 3 * step.., alignment sentences 8 + 3 * step...
+fn batch(tok: &TextTokenizer, step: usize) -> Batch {
+    let (de, en) = (tsv("pairs_de.tsv"), tsv("pairs_en.tsv"));
+    let pack = |tokens: &[Tokens]| {
+        let seqs: Vec<(&[u32], &[u32])> = tokens.iter().map(|t| (t.ids.as_slice(), t.type_ids.as_slice())).collect();
+        EncodedBatch::from_sequences(&seqs, tok.pad_id())
+    };
+    let task = &de[3 * step..3 * step + 3];
+    let first: Vec<String> = task.iter().map(|t| t.0.clone()).collect();
+    let second: Vec<String> = task.iter().map(|t| t.1.clone()).collect();
+    let pairs = tok.encode_truncated(&first, Some(&second), 128).unwrap();
+    let lines = 8 + 3 * step..8 + 3 * step + 3;
+    let one = |rows: &[(String, String, usize)]| {
+        let s: Vec<String> = rows[lines.clone()].iter().map(|t| t.0.clone()).collect();
+        pack(&tok.encode_truncated(&s, None, 128).unwrap())
+    };
+    Batch { task: pack(&pairs), labels: task.iter().map(|t| t.2).collect(), source: one(&en), target: one(&de) }
+}
+
+fn dropout_seeds(c: &Case, step: usize) -> Option<(u64, u64)> {
+    c.dropout.then_some((1000 + step as u64, 2000 + step as u64))
+}
+
+/// The CPU trainer's step up to the gradients: returns (task loss, alignment loss).
+fn cpu_forward_backward(c: &Case, cpu: &mut Cpu, b: &Batch, step: usize) -> (f32, f32) {
+    cpu.store.zero_grad();
+    let mut tape = Tape::new();
+    let layers = cpu.model.num_layers();
+    let seeds = dropout_seeds(c, step);
+    let encode = |tape: &mut Tape, batch: &EncodedBatch, layer: usize, seed: u64| {
+        let opts = ForwardOptions { training: seeds.is_some(), dropout_seed: seed, layers: vec![layer] };
+        let out = cpu.model.forward(tape, &cpu.store, batch, &cpu.adaptation, &opts).unwrap();
+        (out.real_tokens(tape, &out.hidden[0].1).unwrap(), out.packing.offsets.clone())
+    };
+    let (tokens, offsets) = encode(&mut tape, &b.task, layers, seeds.map_or(0, |s| s.0));
+    let la = c.align.layer.unwrap_or(layers);
+    let (hs, os) = encode(&mut tape, &b.source, la, seeds.map_or(0, |s| s.1));
+    let (ht, ot) = encode(&mut tape, &b.target, la, seeds.map_or(0, |s| s.1));
+    let logits = cpu.head.logits(&mut tape, &cpu.store, &tokens, &offsets).unwrap();
+    let targets: Vec<i64> = b.labels.iter().map(|&l| l as i64).collect();
+    let task = ops::cross_entropy(&mut tape, &logits, &targets).unwrap();
+    let align = alignment_loss(&mut tape, &hs, &os, &ht, &ot, c.align.pooling, c.align.distance).unwrap();
+    let t1 = ops::scale(&mut tape, &task, c.task_weight).unwrap();
+    let t2 = ops::scale(&mut tape, &align, c.align.weight).unwrap();
+    let total = ops::add(&mut tape, &t2, &t1).unwrap();
+    let losses = (task.value().f32s()[0], align.value().f32s()[0]);
+    tape.backward(&total, &mut cpu.store).unwrap();
+    losses
+}
+
+/// Norm-wise relative error and the largest element error relative to the largest value.
+fn errors(got: &[f32], want: &[f32]) -> (f64, f64) {
+    assert_eq!(got.len(), want.len());
+    let (mut num, mut den, mut worst, mut top) = (0.0f64, 0.0f64, 0.0f64, 0.0f64);
+    for (&g, &w) in got.iter().zip(want) {
+        assert!(g.is_finite(), "a NaN or infinity: an element no kernel wrote, or an overflow");
+        let e = (g as f64 - w as f64).abs();
+        num += e * e;
+        den += (w as f64) * (w as f64);
+        worst = worst.max(e);
+        top = top.max((w as f64).abs());
+    }
+    (num.sqrt() / den.sqrt().max(1e-30), worst / top.max(1e-30))
+}
+
+/// Compares every tensor of `got` (GPU) with the CPU's; prints and returns the worst errors.
+fn compare(what: &str, got: &[(String, Vec<f32>)], want: &BTreeMap<String, Vec<f32>>, tol: f64) -> (f64, f64) {
+    let names: Vec<&String> = got.iter().map(|(n, _)| n).collect();
+    assert_eq!(names.len(), want.len(), "{what}: the GPU has {names:?}, the CPU {:?}", want.keys().collect::<Vec<_>>());
+    let (mut worst_rel, mut worst_el, mut worst_name) = (0.0f64, 0.0f64, String::new());
+    for (name, g) in got {
+        let w = want.get(name).unwrap_or_else(|| panic!("{what}: the CPU has no `{name}`"));
+        let (rel, el) = errors(g, w);
+        assert!(rel <= tol, "{what} `{name}`: relative error {rel:.3e} > {tol:.0e}");
+        if rel > worst_rel {
+            worst_rel = rel;
+            worst_name = name.clone();
+        }
+        worst_el = worst_el.max(el);
+    }
+    eprintln!("  {what}: {} tensors, worst norm-wise relative error {worst_rel:.2e} (`{worst_name}`), worst element {worst_el:.2e} of the tensor's largest", got.len());
+    (worst_rel, worst_el)
+}
+
+fn cpu_tensors(cpu: &Cpu, part: Part) -> BTreeMap<String, Vec<f32>> {
+    cpu.store
+        .trainable_ids()
+        .map(|id| {
+            let name = cpu.store.name(id).to_string();
+            let v = match part {
+                Part::Value => cpu.store.value(id).to_f32_cow().into_owned(),
+                Part::Grad => cpu.store.grad(id).expect("every trainable tensor has a gradient").f32s().to_vec(),
+                Part::M => cpu.optim.moments(&name).expect("moments").0.to_vec(),
+                Part::V => cpu.optim.moments(&name).expect("moments").1.to_vec(),
+            };
+            (name, v)
+        })
+        .collect()
+}
+
+fn rel(a: f64, b: f64) -> f64 {
+    (a - b).abs() / b.abs().max(1e-30)
+}
+
+fn run_case(dev: &Device, c: &Case) {
+    eprintln!("{} on {}:", c.name, dev.name());
+    let mut cpu = cpu_setup(c);
+    let tok = TextTokenizer::from_file(&real_model("multilingual-e5-small").join("tokenizer.json"), None).unwrap();
+    let cfg = GpuStepConfig {
+        elem: c.elem,
+        path: KernelPath::Auto,
+        task_weight: c.task_weight,
+        align: Some(c.align),
+        clip_norm: CLIP,
+        optim: GpuAdamW { lr: LR, beta1: BETAS.0, beta2: BETAS.1, eps: EPS, weight_decay: DECAY },
+        poison: true,
+    };
+    let mut gpu = GpuStep::new(dev, &cpu.model, &cpu.store, &cpu.adaptation, &cpu.head, cfg).unwrap();
+    compare("initial values", &gpu.read(Part::Value).unwrap(), &cpu_tensors(&cpu, Part::Value), 0.0);
+    for step in 0..c.steps {
+        let b = batch(&tok, step);
+        let t0 = Instant::now();
+        let (task, align) = cpu_forward_backward(c, &mut cpu, &b, step);
+        let cpu_s = t0.elapsed().as_secs_f64();
+        let sb = StepBatch { task: &b.task, labels: &b.labels, align: Some((&b.source, &b.target)), dropout: dropout_seeds(c, step) };
+        let t0 = Instant::now();
+        let losses = gpu.forward_backward(&sb).unwrap();
+        gpu.synchronize().unwrap();
+        let gpu_s = t0.elapsed().as_secs_f64();
+        let (et, ea) = (rel(losses.task as f64, task as f64), rel(losses.align.unwrap() as f64, align as f64));
+        eprintln!(
+            " step {}: task loss {} (cpu {task}, rel {et:.2e}), align loss {} (cpu {align}, rel {ea:.2e}); forward+backward {gpu_s:.1} s here, {cpu_s:.2} s on the CPU",
+            step + 1,
+            losses.task,
+            losses.align.unwrap()
+        );
+        assert!(et <= c.tol && ea <= c.tol, "losses differ: task {et:.3e}, align {ea:.3e}");
+        compare("gradients", &gpu.read(Part::Grad).unwrap(), &cpu_tensors(&cpu, Part::Grad), c.tol);
+        let cpu_norm = clip_grad_norm(&mut cpu.store, CLIP);
+        cpu.optim.step(&mut cpu.store, LR as f64).unwrap();
+        let norm = gpu.update(LR).unwrap();
+        eprintln!("  gradient norm {norm} (cpu {cpu_norm}, rel {:.2e})", rel(norm as f64, cpu_norm as f64));
+        assert!(rel(norm as f64, cpu_norm as f64) <= c.tol, "gradient norms {norm} and {cpu_norm}");
+        compare("parameters after AdamW", &gpu.read(Part::Value).unwrap(), &cpu_tensors(&cpu, Part::Value), c.tol);
+        compare("first moments", &gpu.read(Part::M).unwrap(), &cpu_tensors(&cpu, Part::M), c.tol);
+        compare("second moments", &gpu.read(Part::V).unwrap(), &cpu_tensors(&cpu, Part::V), 2.0 * c.tol);
+    }
+}
+
+fn lora(targets: &[&str], r: usize, dropout: f32, layers: Option<Vec<usize>>) -> LoraConfig {
+    LoraConfig { r, alpha: 2.0 * r as f32, dropout, targets: targets.iter().map(|s| s.to_string()).collect(), layers, rslora: false }
+}
+
+/// Prefix (4 tokens, every layer) + LoRA on q and v with dropout, training-mode dropout
+/// everywhere, the squared-L2 alignment of mean-pooled layer 8; two steps.
+#[test]
+fn f32_step_with_prefix_lora_dropout_and_alignment_matches_the_cpu() {
+    let c = Case {
+        name: "f32, prefix 4, LoRA q/v r 4, dropout, L2 alignment at layer 8",
+        elem: Elem::F32,
+        prefix: 4,
+        lora: lora(&["q", "v"], 4, 0.1, None),
+        head_pooling: Pooling::First,
+        align: AlignSpec { weight: 0.5, layer: Some(8), pooling: Pooling::Mean, distance: Distance::SqL2 },
+        task_weight: 1.0,
+        dropout: true,
+        steps: 2,
+        tol: 1e-4,
+    };
+    on_every_device(|dev| run_case(dev, &c));
+}
+
+/// No prefix; LoRA on every projection of layers 4 to 11 (the backward stops at layer 4); a
+/// mean-pooled head; the cosine alignment of first tokens at the last layer; no dropout.
+#[test]
+fn f32_step_with_lora_everywhere_and_no_prefix_matches_the_cpu() {
+    let c = Case {
+        name: "f32, no prefix, LoRA on all projections of layers 4..12 r 8, cosine alignment at the last layer",
+        elem: Elem::F32,
+        prefix: 0,
+        lora: lora(&["q", "k", "v", "o", "ffn_in", "ffn_out"], 8, 0.0, Some((4..12).collect())),
+        head_pooling: Pooling::Mean,
+        align: AlignSpec { weight: 2.0, layer: None, pooling: Pooling::First, distance: Distance::Cosine },
+        task_weight: 0.7,
+        dropout: false,
+        steps: 1,
+        tol: 1e-4,
+    };
+    on_every_device(|dev| run_case(dev, &c));
+}
+
+/// bf16 activations and frozen weights on the device against the CPU with bf16 weights and
+/// products: prefix + LoRA q/v, L2 alignment at layer 6.
+#[test]
+fn bf16_step_matches_the_cpu_within_bf16_rounding() {
+    let c = Case {
+        name: "bf16, prefix 4, LoRA q/v r 4, L2 alignment at layer 6",
+        elem: Elem::BF16,
+        prefix: 4,
+        lora: lora(&["q", "v"], 4, 0.0, None),
+        head_pooling: Pooling::First,
+        align: AlignSpec { weight: 0.5, layer: Some(6), pooling: Pooling::Mean, distance: Distance::SqL2 },
+        task_weight: 1.0,
+        dropout: false,
+        steps: 1,
+        tol: 3e-2,
+    };
+    on_every_device(|dev| run_case(dev, &c));
+}
