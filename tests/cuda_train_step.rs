@@ -380,3 +380,68 @@ fn bf16_step_matches_the_cpu_within_bf16_rounding() {
     };
     on_every_device(|dev| run_case(dev, &c));
 }
+
+/// What has no GPU path is refused, naming it, before anything is copied or run (the tiny
+/// XLM-R of the fixtures: only the checks run).
+#[test]
+fn unsupported_methods_are_refused_by_name() {
+    let dev = Device::shim();
+    let dir = fixtures_dir().join("tiny-xlmr");
+    let refused = |methods: &str| -> String {
+        let mut store = ParamStore::new();
+        let model = BertModel::load(&dir, &mut store, LoadOptions::default()).unwrap();
+        let methods: MethodsConfig = serde_json::from_str(methods).unwrap();
+        let adaptation = Adaptation::build(&mut store, &model.config, &methods, SEED, None).unwrap();
+        let head = ClassifierHead::new(&mut store, model.config.hidden_size, 2, Pooling::First, SEED).unwrap();
+        match GpuStep::new(&dev, &model, &store, &adaptation, &head, GpuStepConfig::default()) {
+            Ok(_) => panic!("{methods:?} was accepted"),
+            Err(e) => e.chain(),
+        }
+    };
+    for (methods, says) in [
+        (r#"{"prompt": {"virtual_tokens": 3}}"#, "soft prompt"),
+        (r#"{"prefix": {"virtual_tokens": 3, "projection": 16}}"#, "reparameterisation MLP"),
+        (r#"{"adapter": {"size": 4}}"#, "bottleneck adapter"),
+        (r#"{"lora": {"r": 65, "alpha": 8}}"#, "rank 65"),
+        (r#"{"lora": {"r": 4, "alpha": 8}, "fine_tune": {"freeze_lowest": 1}}"#, "`encoder.layer.1."),
+    ] {
+        let e = refused(methods);
+        assert!(e.contains(says), "{methods}: {e}");
+    }
+}
+
+/// Bad step inputs are errors before any pass runs.
+#[test]
+fn bad_step_inputs_are_errors() {
+    let c = Case {
+        name: "inputs",
+        elem: Elem::F32,
+        prefix: 2,
+        lora: lora(&["q"], 2, 0.0, None),
+        head_pooling: Pooling::First,
+        align: AlignSpec { weight: 1.0, layer: Some(2), pooling: Pooling::Mean, distance: Distance::SqL2 },
+        task_weight: 1.0,
+        dropout: false,
+        steps: 0,
+        tol: 0.0,
+    };
+    let cpu = cpu_setup(&c);
+    let tok = TextTokenizer::from_file(&real_model("multilingual-e5-small").join("tokenizer.json"), None).unwrap();
+    let b = batch(&tok, 0);
+    let dev = Device::shim();
+    let cfg = GpuStepConfig { align: Some(c.align), ..Default::default() };
+    let mut gpu = GpuStep::new(&dev, &cpu.model, &cpu.store, &cpu.adaptation, &cpu.head, cfg).unwrap();
+    let step = |labels: &[usize], align: bool, gpu: &mut GpuStep| {
+        let sb = StepBatch { task: &b.task, labels, align: align.then_some((&b.source, &b.target)), dropout: None };
+        gpu.forward_backward(&sb).unwrap_err().chain()
+    };
+    let e = step(&b.labels[..2], true, &mut gpu);
+    assert!(e.contains("2 labels for 3 sequences"), "{e}");
+    let e = step(&[0, 1, 2], true, &mut gpu);
+    assert!(e.contains("label 2 of sequence 2; the head has 2 classes"), "{e}");
+    let e = step(&b.labels, false, &mut gpu);
+    assert!(e.contains("alignment pairs"), "{e}");
+    let cfg = GpuStepConfig { align: Some(AlignSpec { layer: Some(13), ..c.align }), ..Default::default() };
+    let e = GpuStep::new(&dev, &cpu.model, &cpu.store, &cpu.adaptation, &cpu.head, cfg).err().unwrap().chain();
+    assert!(e.contains("alignment layer 13"), "{e}");
+}

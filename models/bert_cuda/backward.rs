@@ -23,7 +23,7 @@ use crate::engine::cuda::kernels::norm::{norm_backward, NormGradsOut, NormKind, 
 use crate::engine::cuda::kernels::residual::{add_dropout, add_dropout_in_place};
 use crate::engine::cuda::kernels::KernelPath;
 use crate::engine::cuda::{Buffer, Device};
-use crate::engine::error::Result;
+use crate::engine::error::{Error, Result};
 use crate::models::hooks::Proj;
 use crate::models::peft::names::streams;
 
@@ -98,7 +98,8 @@ impl Backward<'_> {
     /// One layer; returns the gradient of its input when `need_dx`.
     fn layer(&mut self, pass: &Pass, i: usize, dout: &Buffer, need_dx: bool) -> Result<Option<Buffer>> {
         let (m, n, seed) = (self.model, pass.rows, pass.dropout);
-        let (acts, w, x) = (&pass.layers[i], &m.layers[i], &pass.hidden[i]);
+        let acts = pass.layers[i].as_ref().ok_or_else(|| Error::Usage(format!("GPU training step: layer {i}'s activations were not kept")))?;
+        let (w, x) = (&m.layers[i], &pass.hidden[i]);
         // Feed-forward block.
         let d_f2pre = self.norm(&acts.f2_pre, &w.out_norm, &acts.f2_stats, dout, n)?;
         let dropped;

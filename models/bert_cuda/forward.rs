@@ -51,8 +51,8 @@ pub(super) struct LayerActs {
 }
 
 /// One forward pass: its rows, layout, dropout seed, the hidden states between layers
-/// (`hidden[i]` is the input of layer `i`, `hidden[i + 1]` its output) and each layer's saved
-/// activations.
+/// (`hidden[i]` is the input of layer `i`, `hidden[i + 1]` its output) and the saved
+/// activations of each layer the backward pass reaches (`None` below it).
 pub(super) struct Pass {
     pub rows: usize,
     pub offsets: Vec<usize>,
@@ -60,7 +60,7 @@ pub(super) struct Pass {
     /// `Some(seed)` when dropout is on.
     pub dropout: Option<u64>,
     pub hidden: Vec<Buffer>,
-    pub layers: Vec<LayerActs>,
+    pub layers: Vec<Option<LayerActs>>,
 }
 
 /// The dropout of hidden states at `stream` (models/bert.rs: 0 after the embeddings, then
@@ -181,8 +181,9 @@ impl Forward<'_> {
         Ok(x)
     }
 
-    /// Runs layers `0..layers` over `batch` (dropout under `seed` when given).
-    pub fn run(&self, batch: &EncodedBatch, layers: usize, seed: Option<u64>) -> Result<Pass> {
+    /// Runs layers `0..layers` over `batch` (dropout under `seed` when given), keeping the
+    /// activations of layers `keep_from..` for the backward pass.
+    pub fn run(&self, batch: &EncodedBatch, layers: usize, seed: Option<u64>, keep_from: usize) -> Result<Pass> {
         let packing = batch.packing();
         let rows = packing.rows.len();
         let layout = DeviceLayout::upload(self.dev, &SeqLayout::packed(packing.offsets.clone()))?;
@@ -190,7 +191,7 @@ impl Forward<'_> {
         let mut pass = Pass { rows, offsets: packing.offsets, layout, dropout: seed, hidden: vec![x], layers: Vec::with_capacity(layers) };
         for i in 0..layers {
             let (acts, out) = self.layer(&pass, i)?;
-            pass.layers.push(acts);
+            pass.layers.push((i >= keep_from).then_some(acts));
             pass.hidden.push(out);
         }
         Ok(pass)

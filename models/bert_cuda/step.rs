@@ -115,8 +115,9 @@ impl GpuStep {
         if let Some(l) = cfg.align.and_then(|a| a.layer).filter(|&l| l > c.num_hidden_layers) {
             return Err(Error::Usage(format!("GPU training step: alignment layer {l}; the model has layers 0..={}", c.num_hidden_layers)));
         }
-        let frozen = FrozenBert::upload(dev, c, store, cfg.elem)?;
+        // The trainable side first: it refuses unsupported methods before the backbone's copy.
         let params = Trainables::upload(dev, &Arch::from(c), store, adaptation, head)?;
+        let frozen = FrozenBert::upload(dev, c, store, cfg.elem)?;
         Ok(GpuStep { dev: dev.clone(), model: frozen, params, empty: dev.alloc(Elem::F32, 0)?, cfg, updates: 0 })
     }
 
@@ -139,6 +140,12 @@ impl GpuStep {
         self.updates
     }
 
+    /// The lowest layer the backward passes reach (the number of layers when nothing below the
+    /// head is trainable).
+    fn keep_from(&self) -> usize {
+        self.params.lowest_layer().unwrap_or(self.model.config.num_hidden_layers)
+    }
+
     fn forward(&self) -> Forward<'_> {
         Forward { dev: &self.dev, model: &self.model, params: &self.params, empty: &self.empty, path: self.cfg.path, poison: self.cfg.poison }
     }
@@ -159,12 +166,19 @@ impl GpuStep {
         if batch.align.is_some() != self.cfg.align.is_some() {
             return Err(Error::Usage("GPU training step: alignment pairs are given exactly when the config has an alignment loss".into()));
         }
+        let (b, c) = (batch.task.batch, self.params.head.classes);
+        if batch.labels.len() != b {
+            return Err(Error::Usage(format!("GPU training step: {} labels for {b} sequences", batch.labels.len())));
+        }
+        if let Some((i, &l)) = batch.labels.iter().enumerate().find(|&(_, &l)| l >= c) {
+            return Err(Error::Usage(format!("GPU training step: label {l} of sequence {i}; the head has {c} classes")));
+        }
         self.params.zero_grads(&self.dev)?;
         if let Some(p) = &mut self.params.prefix {
             p.refresh(&self.dev, self.model.elem)?;
         }
         let (task_seed, align_seed) = batch.dropout.map_or((None, None), |(t, a)| (Some(t), Some(a)));
-        let pass = self.forward().run(batch.task, layers, task_seed)?;
+        let pass = self.forward().run(batch.task, layers, task_seed, self.keep_from())?;
         let (task, dtop) = self.head(&pass, batch.labels)?;
         self.backward(&pass, layers, dtop)?;
         drop(pass);
@@ -172,8 +186,8 @@ impl GpuStep {
         let mut align = None;
         if let (Some(spec), Some((src, tgt))) = (self.cfg.align, batch.align) {
             let top = spec.layer.unwrap_or(layers);
-            let ps = self.forward().run(src, top, align_seed)?;
-            let pt = self.forward().run(tgt, top, align_seed)?;
+            let ps = self.forward().run(src, top, align_seed, self.keep_from())?;
+            let pt = self.forward().run(tgt, top, align_seed, self.keep_from())?;
             let (loss, dhs, dht) = self.alignment(&spec, &ps, &pt, top)?;
             self.backward(&ps, top, dhs)?;
             drop(ps);
@@ -191,12 +205,6 @@ impl GpuStep {
         let b = pass.offsets.len() - 1;
         let head = &mut self.params.head;
         let c = head.classes;
-        if labels.len() != b {
-            return Err(Error::Usage(format!("GPU training step: {} labels for {b} sequences", labels.len())));
-        }
-        if let Some((i, &l)) = labels.iter().enumerate().find(|&(_, &l)| l >= c) {
-            return Err(Error::Usage(format!("GPU training step: label {l} of sequence {i}; the head has {c} classes")));
-        }
         let how = match head.pooling {
             Pooling::First => PoolKind::First,
             Pooling::Mean => PoolKind::Mean,

@@ -84,12 +84,12 @@ pub struct LoraGrads<'a> {
 }
 
 /// The rank the kernels are instantiated for (R in lora.cu): r rounded up to 16 or 64. Rank 0
-/// is a plain frozen linear layer (`y = x W^T + b`, `dx = dy W`): the kernels skip every read
-/// of A and B past r, so the 16 bucket runs it with the low-rank term at zero (its projection
-/// costs about a quarter of the frozen product's arithmetic on the scalar path).
+/// is a plain frozen linear layer (`y = x W^T + b`, `dx = dy W`), an instance of its own that
+/// computes no projection.
 fn rank_bucket(op: &'static str, r: usize) -> Result<usize> {
     match r {
-        0..=16 => Ok(16),
+        0 => Ok(0),
+        1..=16 => Ok(16),
         17..=64 => Ok(64),
         _ => Err(Error::shape(op, format!("rank {r}: the kernels take ranks 0 (no LoRA) to 64"))),
     }
