@@ -110,6 +110,20 @@ fn cpu_setup(c: &Case) -> Cpu {
     Cpu { model, store, adaptation, head, optim }
 }
 
+fn tokenizer() -> TextTokenizer {
+    TextTokenizer::from_file(&real_model("multilingual-e5-small").join("tokenizer.json"), None).unwrap()
+}
+
+/// Runs a test body on a thread with a 64 MB stack: the tokenizer's copy of multilingual-e5's
+/// 250k-entry unigram trie (in `encode_truncated`) recurses deeply, and overflowed a test
+/// thread's 2 MB stack under one of these tests' frames.
+fn big_stack(body: impl FnOnce() + Send + 'static) {
+    let t = std::thread::Builder::new().stack_size(64 << 20).spawn(body).unwrap();
+    if let Err(e) = t.join() {
+        std::panic::resume_unwind(e);
+    }
+}
+
 /// One step's inputs: task pairs with labels, parallel sentences for the alignment.
 struct Batch {
     task: EncodedBatch,
@@ -277,7 +291,7 @@ fn rel(a: f64, b: f64) -> f64 {
 fn run_case(dev: &Device, c: &Case) {
     eprintln!("{} on {}:", c.name, dev.name());
     let mut cpu = cpu_setup(c);
-    let tok = TextTokenizer::from_file(&real_model("multilingual-e5-small").join("tokenizer.json"), None).unwrap();
+    let tok = tokenizer();
     let cfg = GpuStepConfig {
         elem: c.elem,
         path: KernelPath::Auto,
@@ -340,7 +354,7 @@ fn f32_step_with_prefix_lora_dropout_and_alignment_matches_the_cpu() {
         steps: 2,
         tol: 1e-4,
     };
-    on_every_device(|dev| run_case(dev, &c));
+    big_stack(move || on_every_device(|dev| run_case(dev, &c)));
 }
 
 /// No prefix; LoRA on every projection of layers 4 to 11 (the backward stops at layer 4); a
@@ -359,7 +373,7 @@ fn f32_step_with_lora_everywhere_and_no_prefix_matches_the_cpu() {
         steps: 1,
         tol: 1e-4,
     };
-    on_every_device(|dev| run_case(dev, &c));
+    big_stack(move || on_every_device(|dev| run_case(dev, &c)));
 }
 
 /// bf16 activations and frozen weights on the device against the CPU with bf16 weights and
@@ -378,7 +392,7 @@ fn bf16_step_matches_the_cpu_within_bf16_rounding() {
         steps: 1,
         tol: 5e-2,
     };
-    on_every_device(|dev| run_case(dev, &c));
+    big_stack(move || on_every_device(|dev| run_case(dev, &c)));
 }
 
 /// What has no GPU path is refused, naming it, before anything is copied or run (the tiny
@@ -413,6 +427,10 @@ fn unsupported_methods_are_refused_by_name() {
 /// Bad step inputs are errors before any pass runs.
 #[test]
 fn bad_step_inputs_are_errors() {
+    big_stack(bad_step_inputs);
+}
+
+fn bad_step_inputs() {
     let c = Case {
         name: "inputs",
         elem: Elem::F32,
@@ -426,7 +444,7 @@ fn bad_step_inputs_are_errors() {
         tol: 0.0,
     };
     let cpu = cpu_setup(&c);
-    let tok = TextTokenizer::from_file(&real_model("multilingual-e5-small").join("tokenizer.json"), None).unwrap();
+    let tok = tokenizer();
     let b = batch(&tok, 0);
     let dev = Device::shim();
     let cfg = GpuStepConfig { align: Some(c.align), ..Default::default() };
