@@ -17,9 +17,12 @@
 //! attention and their backward; measured (printed by the test): losses 1e-7 to 1e-5,
 //! gradients and moments up to 1.3e-5, parameters after AdamW up to 5e-6. bf16 (activations and
 //! frozen weights in bf16 on the device, against the CPU with bf16 weights and bf16 products but
-//! f32 activations): every activation and activation gradient is rounded to 8 significant bits
-//! (2^-9 relative) at each of some thirty kernel boundaries per layer, so 5e-2; measured: losses
-//! under 1e-3, gradients 0.6% to 3.9%, second moments (squares) up to 5.6% (held to 2x).
+//! f32 activations; the tensor-core kernels, which also round LoRA's matrices and projection and
+//! the attention probabilities to bf16 for their products): every activation and activation
+//! gradient is rounded to 8 significant bits (2^-9 relative) at each of some thirty kernel
+//! boundaries per layer, and attention's backward (dS = P (dP - delta)) cancels. Measured:
+//! losses within 1.4e-3 and the gradient norm within 4e-4 (held to 1e-2); per tensor,
+//! gradients 0.5% to 4.7% and second moments (squares) up to 5.5% (held to 1e-1, 2e-1).
 //! After AdamW, an element whose first moment is within the comparison's noise of zero has no
 //! determined step direction on either side (AdamW's first step is about lr * sign(g)): those
 //! are held to the size of an AdamW step, the others compared norm-wise (see `compare_params`).
@@ -61,6 +64,8 @@ const DECAY: f32 = 0.01;
 struct Case {
     name: &'static str,
     elem: Elem,
+    /// The kernels: bf16 takes the tensor cores (emulated on the shim), as `Auto` does on a GPU.
+    path: KernelPath,
     prefix: usize,
     lora: LoraConfig,
     head_pooling: Pooling,
@@ -69,7 +74,10 @@ struct Case {
     /// Dropout on (hidden, attention, LoRA) under fixed seeds.
     dropout: bool,
     steps: usize,
+    /// Norm-wise relative tolerance of every tensor (gradients, parameters, moments).
     tol: f64,
+    /// Relative tolerance of the losses and the gradient norm.
+    tol_loss: f64,
 }
 
 /// The CPU side: the model, the store with every trainable parameter, and the optimiser.
@@ -294,7 +302,7 @@ fn run_case(dev: &Device, c: &Case) {
     let tok = tokenizer();
     let cfg = GpuStepConfig {
         elem: c.elem,
-        path: KernelPath::Auto,
+        path: c.path,
         task_weight: c.task_weight,
         align: Some(c.align),
         clip_norm: CLIP,
@@ -321,13 +329,13 @@ fn run_case(dev: &Device, c: &Case) {
             losses.task,
             losses.align.unwrap()
         );
-        assert!(et <= c.tol && ea <= c.tol, "losses differ: task {et:.3e}, align {ea:.3e}");
+        assert!(et <= c.tol_loss && ea <= c.tol_loss, "losses differ: task {et:.3e}, align {ea:.3e}");
         compare("gradients", &gpu.read(Part::Grad).unwrap(), &cpu_tensors(&cpu, Part::Grad), c.tol);
         let cpu_norm = clip_grad_norm(&mut cpu.store, CLIP);
         cpu.optim.step(&mut cpu.store, LR as f64).unwrap();
         let norm = gpu.update(LR).unwrap();
         eprintln!("  gradient norm {norm} (cpu {cpu_norm}, rel {:.2e})", rel(norm as f64, cpu_norm as f64));
-        assert!(rel(norm as f64, cpu_norm as f64) <= c.tol, "gradient norms {norm} and {cpu_norm}");
+        assert!(rel(norm as f64, cpu_norm as f64) <= c.tol_loss, "gradient norms {norm} and {cpu_norm}");
         compare_params(&gpu.read(Part::Value).unwrap(), &cpu, &mut loose, c.tol, step + 1);
         compare("first moments", &gpu.read(Part::M).unwrap(), &cpu_tensors(&cpu, Part::M), c.tol);
         compare("second moments", &gpu.read(Part::V).unwrap(), &cpu_tensors(&cpu, Part::V), 2.0 * c.tol);
@@ -345,6 +353,7 @@ fn f32_step_with_prefix_lora_dropout_and_alignment_matches_the_cpu() {
     let c = Case {
         name: "f32, prefix 4, LoRA q/v r 4, dropout, L2 alignment at layer 8",
         elem: Elem::F32,
+        path: KernelPath::Auto,
         prefix: 4,
         lora: lora(&["q", "v"], 4, 0.1, None),
         head_pooling: Pooling::First,
@@ -353,6 +362,7 @@ fn f32_step_with_prefix_lora_dropout_and_alignment_matches_the_cpu() {
         dropout: true,
         steps: 2,
         tol: 1e-4,
+        tol_loss: 1e-4,
     };
     big_stack(move || on_every_device(|dev| run_case(dev, &c)));
 }
@@ -364,6 +374,7 @@ fn f32_step_with_lora_everywhere_and_no_prefix_matches_the_cpu() {
     let c = Case {
         name: "f32, no prefix, LoRA on all projections of layers 4..12 r 8, cosine alignment at the last layer",
         elem: Elem::F32,
+        path: KernelPath::Auto,
         prefix: 0,
         lora: lora(&["q", "k", "v", "o", "ffn_in", "ffn_out"], 8, 0.0, Some((4..12).collect())),
         head_pooling: Pooling::Mean,
@@ -372,17 +383,20 @@ fn f32_step_with_lora_everywhere_and_no_prefix_matches_the_cpu() {
         dropout: false,
         steps: 1,
         tol: 1e-4,
+        tol_loss: 1e-4,
     };
     big_stack(move || on_every_device(|dev| run_case(dev, &c)));
 }
 
 /// bf16 activations and frozen weights on the device against the CPU with bf16 weights and
-/// products: prefix + LoRA q/v, L2 alignment at layer 6.
+/// products: prefix + LoRA q/v, L2 alignment at layer 6; the tensor-core kernels (attention and
+/// the fused LoRA layers; on the shim with the matrix instruction emulated).
 #[test]
 fn bf16_step_matches_the_cpu_within_bf16_rounding() {
     let c = Case {
         name: "bf16, prefix 4, LoRA q/v r 4, L2 alignment at layer 6",
         elem: Elem::BF16,
+        path: KernelPath::TensorCores,
         prefix: 4,
         lora: lora(&["q", "v"], 4, 0.0, None),
         head_pooling: Pooling::First,
@@ -390,7 +404,8 @@ fn bf16_step_matches_the_cpu_within_bf16_rounding() {
         task_weight: 1.0,
         dropout: false,
         steps: 1,
-        tol: 5e-2,
+        tol: 1e-1,
+        tol_loss: 1e-2,
     };
     big_stack(move || on_every_device(|dev| run_case(dev, &c)));
 }
@@ -434,6 +449,7 @@ fn bad_step_inputs() {
     let c = Case {
         name: "inputs",
         elem: Elem::F32,
+        path: KernelPath::Auto,
         prefix: 2,
         lora: lora(&["q"], 2, 0.0, None),
         head_pooling: Pooling::First,
@@ -442,6 +458,7 @@ fn bad_step_inputs() {
         dropout: false,
         steps: 0,
         tol: 0.0,
+        tol_loss: 0.0,
     };
     let cpu = cpu_setup(&c);
     let tok = tokenizer();
