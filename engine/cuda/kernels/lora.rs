@@ -5,7 +5,9 @@
 //! Types: x, y, dy, dx and the frozen weight W share one float type; the LoRA matrices A
 //! `[r, din]` and B `[dout, r]`, the bias `[dout]`, the saved projection h `[tokens, r]` and the
 //! gradients dA, dB are f32. y and dx are overwritten, dA and dB accumulate; W gets no
-//! gradient (there is no output for one).
+//! gradient (there is no output for one). At rank 0 (A and B empty) the kernels are the frozen
+//! linear layer alone, `y = x W^T + b` and `dx = dy W`: the frozen products of a training step
+//! on the device (models/bert_cuda).
 
 use super::super::{Buffer, Device, Elem, KArg, Launch};
 use super::reduce::{chunk_rows, colsum_accumulate};
