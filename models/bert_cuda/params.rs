@@ -214,7 +214,7 @@ impl Trainables {
                 }
                 let name = store.name(id).to_string();
                 covered.push(name.clone());
-                Some(PrefixDev { tokens, width, layers, keys, values, cast: Vec::new(), shift: p.config.peft_positions.then_some(tokens).unwrap_or(0), name })
+                Some(PrefixDev { tokens, width, layers, keys, values, cast: Vec::new(), shift: if p.config.peft_positions { tokens } else { 0 }, name })
             }
         };
         let names = (store.name(head.proj.w).to_string(), store.name(head.proj.b).to_string());
