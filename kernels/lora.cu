@@ -28,7 +28,10 @@
 // columns tx + 16 j: a warp reads 16 consecutive columns of the streamed weight tile and two
 // broadcast input rows), and BM * R / 128 projection accumulators; the low-rank term's shared
 // memory (h BM x R, V R x BN) aliases the streamed tiles' (a union), under the 48 KB of static
-// shared memory. R (16 or 64) is the rank rounded up; ranks below it are zero-padded.
+// shared memory. R (16 or 64) is the rank rounded up; ranks below it are zero-padded. R = 0 is a
+// frozen linear layer alone (no projection, no low-rank term, no LoRA operand read): the frozen
+// products of a model's projections without LoRA (models/bert_cuda); only fused_fwd and
+// fused_bwd exist for it.
 #include "lora_common.cuh"
 
 #define LORA_NT 128  // threads per block
@@ -38,16 +41,17 @@
 
 template <int R>
 struct LoraSmem {
+    static constexpr int RA = R > 0 ? R : 1;  // array extent; at R = 0 no loop reaches it
     union {
         struct {
             float in[LORA_BK][LORA_BM + 4];   // input tile, k-major
             float ind[LORA_BK][LORA_BM + 4];  // the same, dropped (forward with dropout)
             float m[LORA_BK][LORA_BN + 4];    // frozen weight tile, k-major
-            float u[LORA_BK][R];              // U tile
+            float u[LORA_BK][RA];             // U tile
         } k;
         struct {
-            float h[LORA_BM][R + 1];          // the projection in U of the block's rows
-            float v[R][LORA_BN + 4];          // V tile
+            float h[LORA_BM][RA + 1];         // the projection in U of the block's rows
+            float v[RA][LORA_BN + 4];         // V tile
         } lr;
     };
 };
@@ -56,7 +60,8 @@ struct LoraSmem {
 template <typename T, int R, bool BWD>
 __device__ __forceinline__ void lora_fused(const LoraParams& P) {
     constexpr int BM = LORA_BM, BN = LORA_BN, BK = LORA_BK, NT = LORA_NT;
-    constexpr int NU = BM * R / NT;  // projection accumulators per thread
+    constexpr int NU = BM * R / NT;  // projection accumulators per thread (0 at R = 0)
+    constexpr int R1 = R > 0 ? R : 1;  // divisor in loops that do not run at R = 0
     __shared__ LoraSmem<R> sm;
     const int tid = threadIdx.x, ty = tid >> 4, tx = tid & 15;
     const int m0 = blockIdx.y * BM, n0 = blockIdx.x * BN;
@@ -70,7 +75,7 @@ __device__ __forceinline__ void lora_fused(const LoraParams& P) {
     for (int i = 0; i < 8; i++)
 #pragma unroll
         for (int j = 0; j < 4; j++) acc[i][j] = 0.0f;
-    float u[NU];
+    float u[NU > 0 ? NU : 1];
 #pragma unroll
     for (int e = 0; e < NU; e++) u[e] = 0.0f;
 
@@ -102,12 +107,14 @@ __device__ __forceinline__ void lora_fused(const LoraParams& P) {
                 }
             }
         }
-        for (int i = tid; i < BK * R; i += NT) {
-            // forward: A[q][k0 + k] (A is [r, din]); backward: B[k0 + k][q] (B is [dout, r]).
-            const int k = i / R, q = i % R, kk = k0 + k;
-            float v = 0.0f;
-            if (q < P.r && kk < K) v = BWD ? P.u_mat[(long long)kk * P.r + q] : P.u_mat[(long long)q * P.din + kk];
-            sm.k.u[k][q] = v;
+        if constexpr (R > 0) {  // (the host compiler's bounds analysis would flag the empty loop)
+            for (int i = tid; i < BK * R; i += NT) {
+                // forward: A[q][k0 + k] (A is [r, din]); backward: B[k0 + k][q] (B is [dout, r]).
+                const int k = i / R1, q = i % R1, kk = k0 + k;
+                float v = 0.0f;
+                if (q < P.r && kk < K) v = BWD ? P.u_mat[(long long)kk * P.r + q] : P.u_mat[(long long)q * P.din + kk];
+                sm.k.u[k][q] = v;
+            }
         }
         __syncthreads();
         float(*const lin)[LORA_BM + 4] = drop_in ? sm.k.ind : sm.k.in;  // the low-rank path's input
@@ -126,7 +133,7 @@ __device__ __forceinline__ void lora_fused(const LoraParams& P) {
             }
 #pragma unroll
             for (int e = 0; e < NU; e++) {
-                const int pair = tid + NT * e, r = pair / R, q = pair % R;
+                const int pair = tid + NT * e, r = pair / R1, q = pair % R1;
                 u[e] += lin[k][r] * sm.k.u[k][q];
             }
         }
@@ -134,7 +141,7 @@ __device__ __forceinline__ void lora_fused(const LoraParams& P) {
     __syncthreads();  // the streamed tiles are consumed: sm.lr aliases them
 #pragma unroll
     for (int e = 0; e < NU; e++) {
-        const int pair = tid + NT * e, r = pair / R, q = pair % R, m = m0 + r;
+        const int pair = tid + NT * e, r = pair / R1, q = pair % R1, m = m0 + r;
         sm.lr.h[r][q] = u[e];
         if (blockIdx.x == 0 && P.u_out && m < P.n && q < P.r) P.u_out[(long long)m * P.r + q] = u[e];
     }
@@ -232,13 +239,21 @@ __device__ __forceinline__ void lora_grad(const T* src, int cols, const float* r
         lora_grad<T, R, false>(dy, cols, h, n, r, rows_per_chunk, seed, stream, drop_p, drop_scale,      \
                                scale, partial);                                                          \
     }
-#define LORA_T(T, S) LORA_R(T, S, 16) LORA_R(T, S, 64)
+// Rank 0: the fused kernels only (a frozen layer has no parameter gradients).
+#define LORA_R0(T, S)                                                                                    \
+    extern "C" __global__ void __launch_bounds__(LORA_NT) lora_fwd_##S##_r0(LoraParams P) {              \
+        lora_fused<T, 0, false>(P);                                                                      \
+    }                                                                                                    \
+    extern "C" __global__ void __launch_bounds__(LORA_NT) lora_bwd_##S##_r0(LoraParams P) {              \
+        lora_fused<T, 0, true>(P);                                                                       \
+    }
+#define LORA_T(T, S) LORA_R0(T, S) LORA_R(T, S, 16) LORA_R(T, S, 64)
 LORA_T(float, f32)
 LORA_T(bf16, bf16)
 LORA_T(f16, f16)
 
 // ---- launch: engine/cuda/kernels/lora.rs ------------------------------------------------------
-// fwd, bwd: grid (ceil(N / 64), ceil(n / 64)), 128 threads (grid x = 1 for the projection
+// fwd, bwd (r0, r16, r64): grid (ceil(N / 64), ceil(n / 64)), 128 threads (grid x = 1 for the projection
 // alone). grad_a, grad_b: grid (ceil(cols / 128), chunks), 128 threads; then
 // colsum_accumulate of the partials into dA or dB.
 #ifdef POLYADAPT_SHIM
@@ -248,7 +263,10 @@ SHIM_MODULE(lora) {
     SHIM_REGISTER(lora_bwd_##S##_r##R);    \
     SHIM_REGISTER(lora_grad_a_##S##_r##R); \
     SHIM_REGISTER(lora_grad_b_##S##_r##R);
-#define REG(S) REG_R(S, 16) REG_R(S, 64)
+#define REG(S)                  \
+    SHIM_REGISTER(lora_fwd_##S##_r0); \
+    SHIM_REGISTER(lora_bwd_##S##_r0); \
+    REG_R(S, 16) REG_R(S, 64)
     REG(f32) REG(bf16) REG(f16)
 #undef REG
 #undef REG_R

@@ -13,7 +13,8 @@
 // product (the accumulator layout of two 8-column tiles is the A layout of one 16-wide k-step),
 // as flash-attention does with P. Rows padded by 8 elements: the 8 x 4 lanes reading a
 // fragment hit 32 different banks. The host shim runs this file with the emulated instruction
-// (mma.cuh); tests/cuda_machine_code.rs checks the machine code holds HMMA.
+// (mma.cuh); tests/cuda_machine_code.rs checks the machine code holds HMMA. R = 0 is the frozen
+// layer alone, as in lora.cu: no projection, no low-rank term.
 #include "lora_common.cuh"
 #include "mma.cuh"
 
@@ -24,11 +25,14 @@
 // ---- kernels ---------------------------------------------------------------------------------
 template <typename T, int R, bool BWD>
 __device__ __forceinline__ void lora_fused_mma(const LoraParams& P) {
-    constexpr int BM = LMMA_BM, BN = LMMA_BN, BK = LMMA_BK, KP = BK + 8, RP = R + 8;
+    // RA: array extents (at R = 0 no loop reaches them); R1: a divisor in loops that do not run
+    // at R = 0.
+    constexpr int RA = R > 0 ? R : 16, R1 = R > 0 ? R : 1;
+    constexpr int BM = LMMA_BM, BN = LMMA_BN, BK = LMMA_BK, KP = BK + 8, RP = RA + 8;
     __shared__ __align__(16) u16 sIn[BM * KP];   // input tile [row][k]
     __shared__ __align__(16) u16 sInD[BM * KP];  // the same, dropped (forward with dropout)
     __shared__ __align__(16) u16 sW[BN * KP];    // frozen weight tile [n][k]
-    __shared__ __align__(16) u16 sU[R * KP];     // U tile [q][k]
+    __shared__ __align__(16) u16 sU[RA * KP];    // U tile [q][k]
     __shared__ __align__(16) u16 sV[BN * RP];    // V tile [n][q]
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t4 = lane & 3;
     const int m0 = blockIdx.y * BM, n0 = blockIdx.x * BN;
@@ -42,7 +46,7 @@ __device__ __forceinline__ void lora_fused_mma(const LoraParams& P) {
     float acc[BN / 8][4];
 #pragma unroll
     for (int n = 0; n < BN / 8; n++) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.0f;
-    float uacc[R / 8][4];
+    float uacc[RA / 8][4];
 #pragma unroll
     for (int n = 0; n < R / 8; n++) uacc[n][0] = uacc[n][1] = uacc[n][2] = uacc[n][3] = 0.0f;
 
@@ -129,16 +133,18 @@ __device__ __forceinline__ void lora_fused_mma(const LoraParams& P) {
     if (!base) return;  // the whole grid
     // V tile [n][q]: forward B[n0 + c][q]; backward A[q][n0 + c]. Rounded to T. (sV is not
     // touched by the loop above: no barrier needed before writing it.)
-    for (int i = tid; i < BN * R; i += blockDim.x) {
-        int c, q;
-        if (!BWD) c = i / R, q = i % R;
-        else q = i / BN, c = i % BN;
-        float v = 0.0f;
-        if (q < P.r && n0 + c < N) v = BWD ? P.v_mat[(long long)q * P.din + n0 + c] : P.v_mat[(long long)(n0 + c) * P.r + q];
-        sV[c * RP + q] = MmaType<T>::bits(v);
+    if constexpr (R > 0) {  // (the host compiler's bounds analysis would flag the empty loop)
+        for (int i = tid; i < BN * R; i += blockDim.x) {
+            int c, q;
+            if (!BWD) c = i / R1, q = i % R1;
+            else q = i / BN, c = i % BN;
+            float v = 0.0f;
+            if (q < P.r && n0 + c < N) v = BWD ? P.v_mat[(long long)q * P.din + n0 + c] : P.v_mat[(long long)(n0 + c) * P.r + q];
+            sV[c * RP + q] = MmaType<T>::bits(v);
+        }
     }
     // The projection as the A operand of (in U) V: accumulator tiles 2k and 2k+1 are k-step k.
-    u32 ua[R / 16][4];
+    u32 ua[RA / 16][4];
 #pragma unroll
     for (int n = 0; n < R / 8; n++) {
         ua[n >> 1][(n & 1) * 2 + 0] = pack2<T>(uacc[n][0], uacc[n][1]);
@@ -178,8 +184,10 @@ __device__ __forceinline__ void lora_fused_mma(const LoraParams& P) {
     extern "C" __global__ void __launch_bounds__(128) lora_bwd_mma_##S##_r##R(LoraParams P) {    \
         lora_fused_mma<T, R, true>(P);                                                           \
     }
+LORA_MMA_R(bf16, bf16, 0)
 LORA_MMA_R(bf16, bf16, 16)
 LORA_MMA_R(bf16, bf16, 64)
+LORA_MMA_R(f16, f16, 0)
 LORA_MMA_R(f16, f16, 16)
 LORA_MMA_R(f16, f16, 64)
 
@@ -190,7 +198,7 @@ SHIM_MODULE(lora_mma) {
 #define REG_R(S, R)                         \
     SHIM_REGISTER(lora_fwd_mma_##S##_r##R); \
     SHIM_REGISTER(lora_bwd_mma_##S##_r##R);
-    REG_R(bf16, 16) REG_R(bf16, 64) REG_R(f16, 16) REG_R(f16, 64)
+    REG_R(bf16, 0) REG_R(bf16, 16) REG_R(bf16, 64) REG_R(f16, 0) REG_R(f16, 16) REG_R(f16, 64)
 #undef REG_R
 }
 #endif

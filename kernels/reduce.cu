@@ -4,7 +4,22 @@
 // row-major), summed in chunk order by one thread per column, so the result is the same
 // whatever order the blocks that wrote the partials ran in. ACCUMULATES into out (parameter
 // gradients accumulate across micro-batches).
+//
+// sumsq_multi_f32: the squares of many f32 tensors (the gradients of a training step, for the
+// global-norm clip) summed per block of SUMSQ_ITEMS * 256 elements of one tensor into
+// partial[block] (OVERWRITTEN). A table of SumsqTensor descriptors (device memory, as
+// adamw.cu's) gives each tensor's address, length and first block, so one launch covers every
+// tensor; the launcher adds the partials in block order in f64 on the host, so the norm does not
+// depend on scheduling.
 #include "common.cuh"
+
+struct SumsqTensor {
+    const float* x;
+    long long n;
+    long long first_block;
+};
+
+#define SUMSQ_ITEMS 4  // elements per thread: a block covers 1024 elements
 
 // ---- kernels ---------------------------------------------------------------------------------
 // Adjacent threads own adjacent columns: each partial row is read coalesced.
@@ -17,7 +32,34 @@ extern "C" __global__ void __launch_bounds__(256)
     out[j] += s;
 }
 
-// ---- launch: engine/cuda/kernels/reduce.rs (256 threads, ceil(n / 256) blocks) ---------------
+// A block finds its tensor by binary search over the first blocks, as adamw_f32 does.
+extern "C" __global__ void __launch_bounds__(256)
+    sumsq_multi_f32(const SumsqTensor* __restrict__ tensors, int count, float* __restrict__ partial) {
+    __shared__ float scratch[32];
+    long long blk = blockIdx.x;
+    int lo = 0, hi = count - 1;
+    while (lo < hi) {
+        int mid = (lo + hi + 1) >> 1;
+        if (tensors[mid].first_block <= blk) lo = mid;
+        else hi = mid - 1;
+    }
+    SumsqTensor t = tensors[lo];
+    long long base = (blk - t.first_block) * (long long)blockDim.x * SUMSQ_ITEMS;
+    float s = 0.0f;
+    for (int k = 0; k < SUMSQ_ITEMS; k++) {
+        long long i = base + (long long)k * blockDim.x + threadIdx.x;  // coalesced sweeps
+        if (i < t.n) s += t.x[i] * t.x[i];
+    }
+    s = block_sum(s, scratch);
+    if (threadIdx.x == 0) partial[blk] = s;
+}
+
+// ---- launch: engine/cuda/kernels/reduce.rs ------------------------------------------------------
+// colsum_accumulate: 256 threads, ceil(n / 256) blocks. sumsq_multi: 256 threads, the sum over
+// tensors of ceil(n / 1024) blocks.
 #ifdef POLYADAPT_SHIM
-SHIM_MODULE(reduce) { SHIM_REGISTER(colsum_accumulate_f32); }
+SHIM_MODULE(reduce) {
+    SHIM_REGISTER(colsum_accumulate_f32);
+    SHIM_REGISTER(sumsq_multi_f32);
+}
 #endif

@@ -178,24 +178,7 @@ impl BertModel {
     /// `pad + 1` and gives padding the position `pad` (as transformers'
     /// `create_position_ids_from_input_ids`, with the mask standing for `ids != pad`).
     pub fn position_ids(&self, batch: &EncodedBatch) -> Vec<u32> {
-        let (b, t) = (batch.batch, batch.len);
-        match self.config.model_type {
-            ModelType::Bert => (0..b * t).map(|i| (i % t.max(1)) as u32).collect(),
-            ModelType::XlmRoberta => {
-                let pad = self.config.pad_token_id;
-                let mut out = vec![pad; b * t];
-                for r in 0..b {
-                    let mut count = 0;
-                    for j in 0..t {
-                        if batch.mask[r * t + j] != 0.0 {
-                            count += 1;
-                            out[r * t + j] = pad + count;
-                        }
-                    }
-                }
-                out
-            }
-        }
+        position_ids(&self.config, batch)
     }
 
     pub fn forward(
@@ -383,5 +366,27 @@ impl BertModel {
     fn norm(&self, tape: &mut Tape, store: &ParamStore, n: &Norm, x: &Var) -> Result<Var> {
         let (w, b) = (tape.param(store, n.w), tape.param(store, n.b));
         ops::layer_norm(tape, x, &w, Some(&b), self.config.layer_norm_eps as f32)
+    }
+}
+
+/// [`BertModel::position_ids`] from the config alone (the GPU step keeps no `BertModel`).
+pub fn position_ids(config: &BertConfig, batch: &EncodedBatch) -> Vec<u32> {
+    let (b, t) = (batch.batch, batch.len);
+    match config.model_type {
+        ModelType::Bert => (0..b * t).map(|i| (i % t.max(1)) as u32).collect(),
+        ModelType::XlmRoberta => {
+            let pad = config.pad_token_id;
+            let mut out = vec![pad; b * t];
+            for r in 0..b {
+                let mut count = 0;
+                for j in 0..t {
+                    if batch.mask[r * t + j] != 0.0 {
+                        count += 1;
+                        out[r * t + j] = pad + count;
+                    }
+                }
+            }
+            out
+        }
     }
 }

@@ -1,6 +1,8 @@
 //! Model configurations, weight loading and architectures.
 
 pub mod bert;
+#[cfg(feature = "cuda")]
+pub mod bert_cuda;
 pub mod config;
 pub mod e5s;
 pub mod fetch;

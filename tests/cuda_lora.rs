@@ -205,7 +205,13 @@ fn bad_lora_operands_are_errors() {
     let layer = LoraLayer { w: &w, bias: None, a: &a, b: &b, scale: 1.0, dropout: None };
     let d = LoraDims { tokens: 3, din: 8, dout: 5, r: 2 };
     lora_forward(&dev, &layer, &d, &x, &mut y, None, KernelPath::Scalar).unwrap();
+    // Rank 0 is a frozen layer alone: A and B must be empty, and have no gradients.
     let e = lora_forward(&dev, &layer, &LoraDims { r: 0, ..d }, &x, &mut y, None, KernelPath::Scalar).unwrap_err();
+    assert!(e.to_string().contains("lora A: expected 0"), "{e}");
+    let empty = f(0);
+    let frozen = LoraLayer { a: &empty, b: &empty, ..layer };
+    let mut da = f(0);
+    let e = lora_backward(&dev, &frozen, &LoraDims { r: 0, ..d }, &x, None, &y, LoraGrads { da: Some(&mut da), ..Default::default() }, KernelPath::Scalar).unwrap_err();
     assert!(e.to_string().contains("rank 0"), "{e}");
     let e = lora_forward(&dev, &layer, &LoraDims { r: 65, ..d }, &x, &mut y, None, KernelPath::Scalar).unwrap_err();
     assert!(e.to_string().contains("rank 65"), "{e}");

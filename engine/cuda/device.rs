@@ -211,6 +211,19 @@ impl Device {
         Ok(bytemuck::pod_collect_to_vec(&self.read_bytes(buf)?))
     }
 
+    /// Sets every element to zero (queued on the GPU's stream; a memset, not a copy).
+    pub fn zero(&self, buf: &mut Buffer) -> Result<()> {
+        match (self, &mut buf.mem) {
+            (_, Mem::Host(h)) => {
+                h.bytes_mut().fill(0);
+                Ok(())
+            }
+            (Device::Gpu(g), Mem::Gpu(m)) => g.zero(m).map_err(|e| self.error(e)),
+            #[cfg(feature = "cuda-shim")]
+            (Device::Shim, Mem::Gpu(_)) => Err(self.error("the buffer belongs to a GPU")),
+        }
+    }
+
     /// Fills every byte with 0xff: NaN in f32, bf16 and f16, -1 in integers. Tests poison
     /// outputs before a launch so that an element the kernel forgot to write shows up.
     pub fn poison(&self, buf: &mut Buffer) -> Result<()> {

@@ -82,6 +82,10 @@ impl Gpu {
         self.stream.memcpy_htod(bytes, &mut view).map_err(|e| format!("copy to device: {e}"))
     }
 
+    pub fn zero(&self, m: &mut GpuMem) -> Result<(), String> {
+        self.stream.memset_zeros(&mut m.slice).map_err(|e| format!("zeroing device memory: {e}"))
+    }
+
     pub fn read(&self, m: &GpuMem) -> Result<Vec<u8>, String> {
         // The allocation has at least one byte; the buffer may be empty.
         let len = m.slice.len();

@@ -12,8 +12,8 @@
 //!   written once there and in the head comment of its `.cu` file.
 //!
 //! Device tensors are plain buffers plus the sizes each launcher takes: the operations of
-//! `engine/ops` stay CPU-only until the training loop moves to the GPU (kernels/NOTES.md has
-//! the plan).
+//! `engine/ops` (and the autograd tape) are CPU-only; a training step on the device is written
+//! out explicitly, forward and backward, over these launchers (models/bert_cuda).
 
 pub mod bench;
 pub mod buffer;

@@ -5,7 +5,9 @@
 //! Types: x, y, dy, dx and the frozen weight W share one float type; the LoRA matrices A
 //! `[r, din]` and B `[dout, r]`, the bias `[dout]`, the saved projection h `[tokens, r]` and the
 //! gradients dA, dB are f32. y and dx are overwritten, dA and dB accumulate; W gets no
-//! gradient (there is no output for one).
+//! gradient (there is no output for one). At rank 0 (A and B empty) the kernels are the frozen
+//! linear layer alone, `y = x W^T + b` and `dx = dy W`: the frozen products of a training step
+//! on the device (models/bert_cuda).
 
 use super::super::{Buffer, Device, Elem, KArg, Launch};
 use super::reduce::{chunk_rows, colsum_accumulate};
@@ -58,7 +60,8 @@ pub struct LoraDropout {
     pub stream: u64,
 }
 
-/// The layer: the frozen weight (and bias) and the trainable low-rank pair.
+/// The layer: the frozen weight (and bias) and the trainable low-rank pair (empty buffers with
+/// `r = 0`: the frozen layer alone).
 pub struct LoraLayer<'a> {
     /// `[dout, din]`, the type of x.
     pub w: &'a Buffer,
@@ -82,12 +85,15 @@ pub struct LoraGrads<'a> {
     pub db: Option<&'a mut Buffer>,
 }
 
-/// The rank the kernels are instantiated for (R in lora.cu): r rounded up to 16 or 64.
+/// The rank the kernels are instantiated for (R in lora.cu): r rounded up to 16 or 64. Rank 0
+/// is a plain frozen linear layer (`y = x W^T + b`, `dx = dy W`), an instance of its own that
+/// computes no projection.
 fn rank_bucket(op: &'static str, r: usize) -> Result<usize> {
     match r {
+        0 => Ok(0),
         1..=16 => Ok(16),
         17..=64 => Ok(64),
-        _ => Err(Error::shape(op, format!("rank {r}: the kernels take ranks 1 to 64"))),
+        _ => Err(Error::shape(op, format!("rank {r}: the kernels take ranks 0 (no LoRA) to 64"))),
     }
 }
 
@@ -234,6 +240,9 @@ pub fn lora_backward(
     if let Some(db) = &grads.db {
         expect(op, "dB", db, Elem::F32, d.dout * d.r)?;
         dev.check_resident(&[db])?;
+    }
+    if d.r == 0 && (grads.da.is_some() || grads.db.is_some()) {
+        return Err(Error::shape(op, "dA or dB asked for at rank 0 (a frozen layer without LoRA)"));
     }
     if d.tokens == 0 {
         return Ok(()); // nothing to add to dA, dB; dx is empty

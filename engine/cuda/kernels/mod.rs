@@ -7,10 +7,13 @@ pub mod align;
 pub mod attention;
 pub mod cast;
 pub mod cross_entropy;
+pub mod dense_grad;
 pub mod embedding;
 pub mod lora;
 pub mod norm;
+pub mod pool;
 pub mod reduce;
+pub mod residual;
 
 use super::{Buffer, Device, Elem};
 use crate::engine::error::{Error, Result};
