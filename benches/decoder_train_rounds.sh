@@ -14,12 +14,7 @@ out=$1
 rounds=${2:-3}
 methods=${3:-"lora lora_qv prefix prompt full"}
 cd "$(dirname "$0")/.."
-engine=$(cargo bench --bench decoder_train_step --no-run --message-format=json 2>/dev/null | python3 -c '
-import json, sys
-for line in sys.stdin:
-    m = json.loads(line)
-    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "decoder_train_step" and m.get("executable"):
-        print(m["executable"])')
+engine=$(benches/bench_exe.sh decoder_train_step)
 [ -x "$engine" ] || { echo "cannot build benches/decoder_train_step.rs" >&2; exit 1; }
 quiet=${QUIET:-}
 hf=${HF_PYTHON:-/root/.cache/polyadapt-llama/venv/bin/python}

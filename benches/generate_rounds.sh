@@ -15,12 +15,7 @@ out=$1
 rounds=${2:-3}
 sides=${3:-"f32 bf16 transformers llamacpp"}
 cd "$(dirname "$0")/.."
-engine=$(cargo bench --bench generate --no-run --message-format=json 2>/dev/null | python3 -c '
-import json, sys
-for line in sys.stdin:
-    m = json.loads(line)
-    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "generate" and m.get("executable"):
-        print(m["executable"])')
+engine=$(benches/bench_exe.sh generate)
 [ -x "$engine" ] || { echo "cannot build benches/generate.rs" >&2; exit 1; }
 quiet=${QUIET:-}
 hf=${HF_PYTHON:-/root/.cache/polyadapt-llama/venv/bin/python}

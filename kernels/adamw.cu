@@ -32,13 +32,7 @@ extern "C" __global__ void __launch_bounds__(256)
     adamw_f32(const AdamTensor* __restrict__ tensors, int count, float lr, float beta1, float beta2, float eps,
               float weight_decay, float step_size, float bc2_sqrt, float grad_scale) {
     long long blk = blockIdx.x;
-    int lo = 0, hi = count - 1;
-    while (lo < hi) {
-        int mid = (lo + hi + 1) >> 1;
-        if (tensors[mid].first_block <= blk) lo = mid;
-        else hi = mid - 1;
-    }
-    AdamTensor t = tensors[lo];
+    AdamTensor t = tensors[tensor_of_block(tensors, count, blk)];
     long long base = (blk - t.first_block) * (long long)blockDim.x * ADAM_ITEMS;
     float decay = 1.0f - lr * weight_decay;
     for (int k = 0; k < ADAM_ITEMS; k++) {

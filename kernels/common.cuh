@@ -115,6 +115,19 @@ __device__ __forceinline__ T from_f32(float x) {
     return Convert<T>::from(x);
 }
 
+// Multi-tensor launches (adamw.cu, reduce.cu): tensor k owns the blocks from
+// tensors[k].first_block on, in increasing order; the tensor of block `blk` by binary search.
+template <class Tensor>
+__device__ __forceinline__ int tensor_of_block(const Tensor* tensors, int count, long long blk) {
+    int lo = 0, hi = count - 1;
+    while (lo < hi) {
+        int mid = (lo + hi + 1) >> 1;
+        if (tensors[mid].first_block <= blk) lo = mid;
+        else hi = mid - 1;
+    }
+    return lo;
+}
+
 // ---- reductions ----------------------------------------------------------------------------------
 __device__ __forceinline__ float warp_sum(float v) {
     for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);

@@ -32,18 +32,12 @@ extern "C" __global__ void __launch_bounds__(256)
     out[j] += s;
 }
 
-// A block finds its tensor by binary search over the first blocks, as adamw_f32 does.
+// A block finds its tensor with tensor_of_block (common.cuh), as adamw_f32 does.
 extern "C" __global__ void __launch_bounds__(256)
     sumsq_multi_f32(const SumsqTensor* __restrict__ tensors, int count, float* __restrict__ partial) {
     __shared__ float scratch[32];
     long long blk = blockIdx.x;
-    int lo = 0, hi = count - 1;
-    while (lo < hi) {
-        int mid = (lo + hi + 1) >> 1;
-        if (tensors[mid].first_block <= blk) lo = mid;
-        else hi = mid - 1;
-    }
-    SumsqTensor t = tensors[lo];
+    SumsqTensor t = tensors[tensor_of_block(tensors, count, blk)];
     long long base = (blk - t.first_block) * (long long)blockDim.x * SUMSQ_ITEMS;
     float s = 0.0f;
     for (int k = 0; k < SUMSQ_ITEMS; k++) {

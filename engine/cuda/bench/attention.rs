@@ -6,29 +6,12 @@
 use serde_json::json;
 
 use super::shapes::{AttnModel, Config, Layout};
-use super::{dtype_name, random_buffer, ragged_lengths, Bound, Case, Spec};
+use super::{dtype_name, random_buffer, ragged_lengths, Bound, Case, Pass, Spec};
 use crate::engine::cpu::attention::{AttnDims, SeqLayout};
 use crate::engine::cuda::kernels::attention::{attention_backward, attention_forward, AttnBuffers, AttnGradBuffers, DeviceLayout};
 use crate::engine::cuda::kernels::KernelPath;
 use crate::engine::cuda::{Device, Elem};
 use crate::engine::error::Result;
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Pass {
-    Forward,
-    Backward,
-    Both,
-}
-
-impl Pass {
-    fn op(self) -> &'static str {
-        match self {
-            Pass::Forward => "attn_fwd",
-            Pass::Backward => "attn_bwd",
-            Pass::Both => "attn_fwd_bwd",
-        }
-    }
-}
 
 /// Query/key pairs that take part: each query sees the whole prefix, and every key of its
 /// sequence, or (causal) the keys up to itself.
@@ -41,7 +24,7 @@ pub fn specs(cfg: &Config) -> Vec<Spec> {
     for m in &cfg.models {
         for &elem in &cfg.dtypes {
             for &layout in &cfg.layouts {
-                for pass in [Pass::Forward, Pass::Backward, Pass::Both] {
+                for pass in Pass::ALL {
                     v.push(spec(cfg, m, elem, layout, pass));
                 }
             }
@@ -67,7 +50,7 @@ fn spec(cfg: &Config, m: &AttnModel, elem: Elem, layout: Layout, pass: Pass) -> 
     });
     let m = m.clone();
     Spec {
-        op: pass.op(),
+        op: pass.pick(["attn_fwd", "attn_bwd", "attn_fwd_bwd"]),
         imp: "fused",
         dtype: dtype_name(elem),
         shape,

@@ -12,7 +12,8 @@ use std::ffi::c_void;
 use cudarc::cublas::sys::{cublasComputeType_t, cublasGemmAlgo_t, cublasOperation_t, cudaDataType};
 use cudarc::cublas::CudaBlas;
 
-use super::lora::{bytes, flops, LoraBuffers, Pass};
+use super::lora::{bytes, flops, LoraBuffers};
+use super::Pass;
 use super::Case;
 use crate::engine::cuda::kernels::cast::cast;
 use crate::engine::cuda::kernels::lora::LoraDims;

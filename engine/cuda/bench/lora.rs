@@ -12,42 +12,17 @@ use serde_json::json;
 
 use super::blas::{self, Unfused};
 use super::shapes::{Config, LoraShape};
-use super::{dtype_name, random_buffer, Bound, Case, Spec};
+use super::{dtype_name, random_buffer, Bound, Case, Pass, Spec};
 use crate::engine::cuda::kernels::lora::{lora_backward, lora_forward, LoraDims, LoraGrads, LoraLayer};
 use crate::engine::cuda::kernels::KernelPath;
 use crate::engine::cuda::{Buffer, Device, Elem};
 use crate::engine::error::Result;
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub(super) enum Pass {
-    Forward,
-    Backward,
-    Both,
-}
-
-impl Pass {
-    fn op(self) -> &'static str {
-        match self {
-            Pass::Forward => "lora_fwd",
-            Pass::Backward => "lora_bwd",
-            Pass::Both => "lora_fwd_bwd",
-        }
-    }
-
-    pub(super) fn forward(self) -> bool {
-        self != Pass::Backward
-    }
-
-    pub(super) fn backward(self) -> bool {
-        self != Pass::Forward
-    }
-}
-
 pub fn specs(_dev: &Device, cfg: &Config) -> Vec<Spec> {
     let mut v = Vec::new();
     for s in &cfg.lora {
         for &elem in &cfg.dtypes {
-            for pass in [Pass::Forward, Pass::Backward, Pass::Both] {
+            for pass in Pass::ALL {
                 for imp in ["fused", blas::IMP] {
                     v.push(spec(cfg, s, elem, pass, imp));
                 }
@@ -66,7 +41,7 @@ fn spec(cfg: &Config, s: &LoraShape, elem: Elem, pass: Pass, imp: &'static str) 
         "alpha": cfg.lora_alpha, "scale": scale,
     });
     Spec {
-        op: pass.op(),
+        op: pass.pick(["lora_fwd", "lora_bwd", "lora_fwd_bwd"]),
         imp,
         dtype: dtype_name(elem),
         shape: format!("t{}.in{}.out{}.r{}", d.tokens, d.din, d.dout, d.r),

@@ -170,6 +170,31 @@ fn dtype_name(e: Elem) -> &'static str {
     e.suffix()
 }
 
+/// Which passes of a differentiable kernel a row times (attention, LoRA).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Pass {
+    Forward,
+    Backward,
+    Both,
+}
+
+impl Pass {
+    pub(crate) const ALL: [Pass; 3] = [Pass::Forward, Pass::Backward, Pass::Both];
+
+    /// The one of `[forward, backward, both]` for this pass (e.g. the row's op name).
+    pub(crate) fn pick<T: Copy>(self, of: [T; 3]) -> T {
+        of[self as usize]
+    }
+
+    pub(crate) fn forward(self) -> bool {
+        self != Pass::Backward
+    }
+
+    pub(crate) fn backward(self) -> bool {
+        self != Pass::Forward
+    }
+}
+
 /// `n` random values in [-scale, scale) (never all zero: zeros hide unwritten outputs and can
 /// run faster than real data), from a fixed seed per buffer.
 pub(crate) fn random(n: usize, scale: f32, stream: u64) -> Vec<f32> {
