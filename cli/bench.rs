@@ -3,8 +3,8 @@
 //! benches/gpu/summarize.py, which joins them with benches/gpu/pytorch_kernels.py's.
 //!
 //! The measurements themselves are the library's (engine/cuda/bench), shared with the
-//! criterion benches. The whole training step is not here yet: it joins once the GPU step
-//! exists (engine/cuda/bench/mod.rs says where).
+//! criterion benches. The whole training step (`--only step`, opt-in: it loads
+//! multilingual-e5-small) is built here, in bench/step.rs, since it needs the models.
 
 use std::path::PathBuf;
 
@@ -39,8 +39,9 @@ pub struct Args {
     /// Writes the rows as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
-    /// Groups to run (copy, attention, lora, align, norm, activation, ce, adamw; the copy
-    /// always runs); default all.
+    /// Groups to run (copy, attention, lora, align, norm, activation, ce, adamw, step; the
+    /// copy always runs); default all but step (the whole training step of
+    /// multilingual-e5-small, from the model cache: `fetch-model multilingual-e5-small`).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Element types (bf16, f16, f32); default all three.
@@ -109,8 +110,12 @@ pub fn run(args: Args) -> Result<()> {
 
     let dev = device(args.device)?;
     let cfg = config(&args)?;
+    let mut specs = bench::specs(&dev, &cfg);
+    if cfg.groups.contains(&bench::Group::Step) {
+        specs.extend(step::specs(&cfg)?);
+    }
     if args.list {
-        for s in bench::specs(&dev, &cfg) {
+        for s in &specs {
             println!("{} {}", s.key(), s.imp);
         }
         return Ok(());
@@ -119,7 +124,7 @@ pub fn run(args: Args) -> Result<()> {
         eprintln!("bench: on the host shim: these timings are CPU emulation, not GPU numbers");
     }
     let version = concat!(env!("CARGO_PKG_VERSION"), " (", env!("POLYADAPT_REVISION"), ")");
-    let report = bench::run_all(&dev, &cfg, version, |r| match r {
+    let report = bench::run_specs(&dev, &cfg, version, specs, |r| match r {
         Ok(row) => eprintln!("  {:<14} {:<15} {:<5} {:<40} {:>10.4} ms", row.op, row.imp, row.dtype, row.shape, row.stats.median_ms),
         Err(n) => eprintln!("  {} ({}): not run: {}", n.key, n.imp, n.why),
     })?;
@@ -147,6 +152,8 @@ fn device(arg: DeviceArg) -> Result<polyadapt::engine::cuda::Device> {
 }
 
 #[cfg(feature = "cuda")]
+mod step;
+#[cfg(feature = "cuda")]
 mod table;
 
 #[cfg(feature = "cuda")]
@@ -158,7 +165,7 @@ fn config(a: &Args) -> Result<polyadapt::engine::cuda::bench::Config> {
     let bad = |flag: &str, v: &str, want: &str| Error::Usage(format!("--{flag} {v}: expected {want}"));
     let mut c = if a.quick { Config::quick() } else { Config::full() };
     if !a.only.is_empty() {
-        c.groups = a.only.iter().map(|s| Group::parse(s).ok_or_else(|| bad("only", s, "copy, attention, lora, align, norm, activation, ce or adamw"))).collect::<Result<_>>()?;
+        c.groups = a.only.iter().map(|s| Group::parse(s).ok_or_else(|| bad("only", s, "copy, attention, lora, align, norm, activation, ce, adamw or step"))).collect::<Result<_>>()?;
         // The copy is the ceiling the other rows are compared with: it always runs.
         if !c.groups.contains(&Group::Copy) {
             c.groups.insert(0, Group::Copy);

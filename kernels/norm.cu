@@ -59,15 +59,19 @@ __device__ __forceinline__ void norm_bwd_dx(const T* __restrict__ x, const float
     long long off = (long long)row * d;
     float mu = CENTRED ? mean[row] : 0.0f, rs = rstd[row];
     float sg = 0.0f, sgx = 0.0f;
+    // g is rounded once (__fmul_rn: no FMA contraction) and the same value enters the means and
+    // the per-element term, so that g - mean(g) is exactly 0 where it should be (d = 1): with a
+    // contracted fma(dy, w, -mg) the product's rounding error, times rstd (up to 1/sqrt(eps)),
+    // came out as a gradient (seen on an H100).
     for (int j = lane; j < d; j += 32) {
-        float g = to_f32(dy[off + j]) * w[j];
+        float g = __fmul_rn(to_f32(dy[off + j]), w[j]);
         sg += g;
         sgx += g * (to_f32(x[off + j]) - mu) * rs;
     }
     float mg = CENTRED ? warp_sum(sg) / (float)d : 0.0f;
     float mgx = warp_sum(sgx) / (float)d;
     for (int j = lane; j < d; j += 32) {
-        float g = to_f32(dy[off + j]) * w[j];
+        float g = __fmul_rn(to_f32(dy[off + j]), w[j]);
         float xh = (to_f32(x[off + j]) - mu) * rs;
         dx[off + j] = from_f32<T>(rs * (g - mg - xh * mgx));
     }

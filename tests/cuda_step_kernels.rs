@@ -12,6 +12,7 @@ use cuda_util::*;
 use polyadapt::engine::autograd::{ParamStore, Tape};
 use polyadapt::engine::cpu::dropout::dropout;
 use polyadapt::engine::cpu::gemm::Precision;
+use polyadapt::engine::cuda::kernels::bias::{bias_add, bias_add_in_place};
 use polyadapt::engine::cuda::kernels::dense_grad::dense_grad;
 use polyadapt::engine::cuda::kernels::lora::{lora_backward, lora_forward, LoraDims, LoraGrads, LoraLayer};
 use polyadapt::engine::cuda::kernels::pool::{pool_backward, pool_forward, Pooling};
@@ -74,6 +75,42 @@ fn residual_add_with_dropout_matches_the_cpu() {
 }
 
 /// Random packed offsets of `b` sequences, some empty when `empty` is allowed.
+/// The bias of a cuBLAS product: y = acc + b per row, rounded once into y's type (f64 reference);
+/// in place for f32. Odd widths, a single column, no rows.
+#[test]
+fn bias_add_matches_the_cpu() {
+    on_every_device(|dev| {
+        let mut g = Gen::new(61);
+        for case in 0..12 {
+            let elem = FLOATS[case % 3];
+            let rows = if case == 11 { 0 } else { g.pick(&[1, 3, 64, 257]) };
+            let d = g.pick(&[1, 5, 384, 1000]);
+            let acc = g.values(rows * d, 3.0);
+            let b = g.values(d, 1.0);
+            let want: Vec<f64> = (0..rows * d).map(|i| acc[i] as f64 + b[i % d] as f64).collect();
+            let what = format!("case {case}: {elem:?} rows {rows} d {d}");
+            let (accb, bb) = (dev.upload_f32(&acc, Elem::F32).unwrap(), dev.upload_f32(&b, Elem::F32).unwrap());
+            let mut y = out(dev, elem, rows * d);
+            bias_add(dev, &accb, &bb, &mut y, rows, d).unwrap();
+            check(dev, &format!("{what}: y"), &y, &want, tol(elem));
+            let mut yy = dev.upload_f32(&acc, Elem::F32).unwrap();
+            bias_add_in_place(dev, &mut yy, &bb, rows, d).unwrap();
+            check(dev, &format!("{what}: in place"), &yy, &want, tol(Elem::F32));
+        }
+        // Mismatched operands are errors that say which.
+        let (acc, b) = (dev.alloc(Elem::F32, 12).unwrap(), dev.alloc(Elem::F32, 4).unwrap());
+        let mut y = dev.alloc(Elem::BF16, 12).unwrap();
+        let e = bias_add(dev, &acc, &b, &mut y, 4, 3).unwrap_err().to_string();
+        assert!(e.contains("bias_add") && e.contains('b'), "{e}");
+        let e = bias_add(dev, &acc, &b, &mut y, 2, 4).unwrap_err().to_string();
+        assert!(e.contains("acc"), "{e}");
+        let mut y16 = dev.alloc(Elem::BF16, 12).unwrap();
+        let b3 = dev.alloc(Elem::F32, 3).unwrap();
+        let e = bias_add_in_place(dev, &mut y16, &b3, 4, 3).unwrap_err().to_string();
+        assert!(e.contains("y"), "{e}");
+    });
+}
+
 fn offsets(g: &mut Gen, b: usize, empty: bool) -> Vec<usize> {
     let mut o = vec![0];
     for _ in 0..b {

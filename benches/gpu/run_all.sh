@@ -6,7 +6,10 @@
 #   bash benches/gpu/run_all.sh [engine-train bench flags, e.g. --quick or --only attention,lora]
 #
 # Writes 8 files into $OUT (else bench-out/): nvidia-smi.txt, tests.log, engine.log,
-# engine.json, torch.log, torch.json, summary.txt, summary.md. SKIP_TESTS=1 skips the tests.
+# engine.json, torch.log, torch.json, summary.txt, summary.md. SKIP_TESTS=1 skips the tests;
+# the archive's suites run (stage.sh's TESTS), on the devices POLYADAPT_TEST_DEVICES names.
+# `--only step` times the whole training step against transformers + peft (torch_step.py) on
+# the stand-in multilingual-e5-small.
 # Exit status: 1 if a test, a bench row or a PyTorch row failed (the table still prints).
 set -uo pipefail
 out="${OUT:-bench-out}"
@@ -34,9 +37,17 @@ export LD_LIBRARY_PATH="${LD_LIBRARY_PATH:+$LD_LIBRARY_PATH:}$libs"
 nvidia-smi >"$out/nvidia-smi.txt" 2>&1
 head -20 "$out/nvidia-smi.txt"
 
+# The tests read their fixtures under the path they were built in; the training-step test and
+# the step bench a multilingual-e5-small: a stand-in with the real shapes (standin_model.py).
+built="$(cat "$bin/manifest_dir")"
+[ -e "$built" ] || { mkdir -p "$(dirname "$built")" && ln -s "$PWD" "$built"; }
+export POLYADAPT_CACHE="$bin/cache"
+python3 benches/gpu/standin_model.py make "$bin/e5-small" "$POLYADAPT_CACHE" >/dev/null || status=1
+
 if [ "${SKIP_TESTS:-0}" != 1 ]; then
     : >"$out/tests.log"
-    for t in cuda_kernels cuda_attention cuda_lora; do
+    for t in cuda_kernels cuda_attention cuda_lora cuda_step_kernels cuda_train_step; do
+        [ -x "$bin/$t" ] || { echo "test $t: not in the archive"; continue; }
         REQUIRE_GPU=1 "$bin/$t" >>"$out/tests.log" 2>&1
         rc=$?
         echo "test $t: exit $rc ($(grep -E '^test result' "$out/tests.log" | tail -1))"

@@ -254,4 +254,8 @@ def build(op, dtype_name, params, dev):
     row of the engine's list."""
     base, pass_ = split_op(op)
     dtype = DTYPES.get(dtype_name, torch.float32)
+    if base == "step":
+        import torch_step
+
+        return torch_step.step(params, dtype, dev)
     return BUILDERS[base](params, dtype, dev, pass_)

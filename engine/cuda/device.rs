@@ -108,6 +108,11 @@ pub fn gpu_or_cpu() -> Option<Device> {
 impl Device {
     /// The first CUDA GPU, or one line saying why there is none (no driver library, no device,
     /// a device older than sm_80). Probed once per process; never panics.
+    ///
+    /// The driver's calls need a deep stack: on an H100 with driver 580.159 they overflowed the
+    /// 2 MB of a spawned thread's default stack (inside cuInit and later calls), and ran on the
+    /// main thread's 8 MB. Call into the GPU from the main thread or from threads spawned with
+    /// a larger stack (the tests use 64 MB: tests/cuda_util).
     pub fn gpu() -> std::result::Result<Device, String> {
         GPU.get_or_init(|| Gpu::probe().map(|g| Device::Gpu(Arc::new(g)))).clone()
     }

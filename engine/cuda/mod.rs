@@ -16,6 +16,7 @@
 //! out explicitly, forward and backward, over these launchers (models/bert_cuda).
 
 pub mod bench;
+pub mod blas;
 pub mod buffer;
 pub mod device;
 mod gpu;

@@ -18,6 +18,7 @@
 
 use crate::engine::cuda::kernels::activation::gelu_backward;
 use crate::engine::cuda::kernels::attention::{attention_backward, AttnBuffers, AttnGradBuffers};
+use crate::engine::cuda::blas::Blas;
 use crate::engine::cuda::kernels::lora::{lora_backward, LoraDropout, LoraGrads, LoraLayer};
 use crate::engine::cuda::kernels::norm::{norm_backward, NormGradsOut, NormKind, NormStats};
 use crate::engine::cuda::kernels::residual::{add_dropout, add_dropout_in_place};
@@ -36,6 +37,8 @@ pub(super) struct Backward<'a> {
     pub model: &'a FrozenBert,
     pub params: &'a mut Trainables,
     pub empty: &'a Buffer,
+    /// cuBLAS for the input gradients of the projections without LoRA.
+    pub blas: Option<&'a Blas>,
     pub path: KernelPath,
     pub poison: bool,
 }
@@ -69,9 +72,11 @@ impl Backward<'_> {
                 let grads = LoraGrads { dx, da: Some(&mut s.a.grad), db: Some(&mut s.b.grad) };
                 lora_backward(self.dev, &lin, &d, x, h, dy, grads, self.path)
             }
-            _ => match dx {
-                None => Ok(()),
-                Some(dx) => {
+            _ => match (dx, self.blas) {
+                (None, _) => Ok(()),
+                // dx = dy W, accumulated in f32 and rounded once, as the fused kernel does.
+                (Some(dx), Some(blas)) => blas.gemm(self.dev, (rows, d.din, d.dout), 1.0, dy, false, &dense.w, false, 0.0, dx),
+                (Some(dx), None) => {
                     let lin = LoraLayer { w: &dense.w, bias: Some(&dense.b), a: self.empty, b: self.empty, scale: 0.0, dropout: None };
                     lora_backward(self.dev, &lin, &d, x, None, dy, LoraGrads { dx: Some(dx), ..Default::default() }, self.path)
                 }

@@ -19,6 +19,8 @@ use crate::engine::cpu::attention::{AttnDims, AttnDropout, SeqLayout};
 use crate::engine::cuda::kernels::activation::gelu_forward;
 use crate::engine::cuda::kernels::attention::{attention_forward, AttnBuffers, DeviceLayout};
 use crate::engine::cuda::kernels::embedding::embedding_forward;
+use crate::engine::cuda::blas::Blas;
+use crate::engine::cuda::kernels::bias::{bias_add, bias_add_in_place};
 use crate::engine::cuda::kernels::lora::{lora_forward, LoraDims, LoraDropout, LoraLayer};
 use crate::engine::cuda::kernels::norm::{norm_forward, NormKind, NormStats};
 use crate::engine::cuda::kernels::residual::{add_dropout_in_place, Dropout};
@@ -129,6 +131,8 @@ pub(super) struct Forward<'a> {
     pub model: &'a FrozenBert,
     pub params: &'a Trainables,
     pub empty: &'a Buffer,
+    /// cuBLAS for the projections without LoRA (else the fused kernel at rank 0).
+    pub blas: Option<&'a Blas>,
     pub path: KernelPath,
     pub poison: bool,
 }
@@ -148,8 +152,21 @@ impl Forward<'_> {
     /// `y = x W^T + b (+ LoRA)` of projection `proj`; returns y and LoRA's h where adapted.
     fn linear(&self, layer: usize, proj: Proj, x: &Buffer, rows: usize, seed: Option<u64>) -> Result<(Buffer, Option<Buffer>)> {
         let (d, site) = proj_dims(self.model, self.params, layer, proj, rows);
-        let lin = lora_layer(self.model, self.params, self.empty, layer, proj, site, seed);
         let mut y = self.alloc(rows * d.dout)?;
+        if let (None, Some(blas)) = (site, self.blas) {
+            // cuBLAS accumulates x W^T in f32; the bias kernel adds b and rounds once.
+            let dense = self.model.layers[layer].dense(proj);
+            if self.model.elem == Elem::F32 {
+                blas.gemm(self.dev, (rows, d.dout, d.din), 1.0, x, false, &dense.w, true, 0.0, &mut y)?;
+                bias_add_in_place(self.dev, &mut y, &dense.b, rows, d.dout)?;
+            } else {
+                let mut acc = fresh(self.dev, Elem::F32, rows * d.dout, self.poison)?;
+                blas.gemm(self.dev, (rows, d.dout, d.din), 1.0, x, false, &dense.w, true, 0.0, &mut acc)?;
+                bias_add(self.dev, &acc, &dense.b, &mut y, rows, d.dout)?;
+            }
+            return Ok((y, None));
+        }
+        let lin = lora_layer(self.model, self.params, self.empty, layer, proj, site, seed);
         let mut h = site.map(|_| fresh(self.dev, Elem::F32, rows * d.r, self.poison)).transpose()?;
         lora_forward(self.dev, &lin, &d, x, &mut y, h.as_mut(), self.path)?;
         Ok((y, h))

@@ -14,6 +14,7 @@ use crate::engine::cuda::kernels::lora::{lora_backward, lora_forward, LoraDims, 
 use crate::engine::cuda::kernels::pool::{pool_backward, pool_forward, Pooling as PoolKind};
 use crate::engine::cuda::kernels::reduce::sum_squares;
 use crate::engine::cuda::kernels::KernelPath;
+use crate::engine::cuda::blas::Blas;
 use crate::engine::cuda::{Buffer, Device, Elem};
 use crate::engine::error::{Error, Result};
 use crate::engine::ops::COSINE_EPS;
@@ -56,11 +57,15 @@ pub struct GpuStepConfig {
     /// Testing: every activation buffer is filled with NaN before the kernel that writes it,
     /// so that an element no kernel wrote shows up in the losses and gradients.
     pub poison: bool,
+    /// The frozen projections (those without LoRA) on cuBLAS where the device is a GPU and
+    /// libcublas loads (else, and when false, the fused kernel at rank 0): cuBLAS runs them an
+    /// order of magnitude faster (BENCHMARKS.md, "CUDA kernels against PyTorch").
+    pub cublas: bool,
 }
 
 impl Default for GpuStepConfig {
     fn default() -> Self {
-        GpuStepConfig { elem: Elem::F32, path: KernelPath::Auto, task_weight: 1.0, align: None, clip_norm: 1.0, optim: AdamW::default(), poison: false }
+        GpuStepConfig { elem: Elem::F32, path: KernelPath::Auto, task_weight: 1.0, align: None, clip_norm: 1.0, optim: AdamW::default(), poison: false, cublas: true }
     }
 }
 
@@ -98,6 +103,8 @@ pub struct GpuStep {
     params: Trainables,
     /// A zero-length f32 buffer: the LoRA operands of a projection without LoRA.
     empty: Buffer,
+    /// cuBLAS for the frozen projections (`cublas` in the config, on a GPU).
+    blas: Option<Blas>,
     cfg: GpuStepConfig,
     updates: u64,
 }
@@ -118,7 +125,17 @@ impl GpuStep {
         // The trainable side first: it refuses unsupported methods before the backbone's copy.
         let params = Trainables::upload(dev, &Arch::from(c), store, adaptation, head)?;
         let frozen = FrozenBert::upload(dev, c, store, cfg.elem)?;
-        Ok(GpuStep { dev: dev.clone(), model: frozen, params, empty: dev.alloc(Elem::F32, 0)?, cfg, updates: 0 })
+        let blas = match cfg.cublas && dev.is_gpu() {
+            true => match Blas::new(dev) {
+                Ok(b) => Some(b),
+                Err(e) => {
+                    eprintln!("GPU training step: the fused kernels do the frozen projections ({})", e.chain());
+                    None
+                }
+            },
+            false => None,
+        };
+        Ok(GpuStep { dev: dev.clone(), model: frozen, params, empty: dev.alloc(Elem::F32, 0)?, blas, cfg, updates: 0 })
     }
 
     /// Loads `model_dir`, builds the methods of `methods` and a classifier head of `classes` as
@@ -147,7 +164,7 @@ impl GpuStep {
     }
 
     fn forward(&self) -> Forward<'_> {
-        Forward { dev: &self.dev, model: &self.model, params: &self.params, empty: &self.empty, path: self.cfg.path, poison: self.cfg.poison }
+        Forward { dev: &self.dev, model: &self.model, params: &self.params, empty: &self.empty, blas: self.blas.as_ref(), path: self.cfg.path, poison: self.cfg.poison }
     }
 
     fn backward(&mut self, pass: &Pass, top: usize, dout: Buffer) -> Result<()> {
@@ -155,7 +172,15 @@ impl GpuStep {
         if top <= stop {
             return Ok(()); // no trainable parameter below the loss
         }
-        let mut b = Backward { dev: &self.dev, model: &self.model, params: &mut self.params, empty: &self.empty, path: self.cfg.path, poison: self.cfg.poison };
+        let mut b = Backward {
+            dev: &self.dev,
+            model: &self.model,
+            params: &mut self.params,
+            empty: &self.empty,
+            blas: self.blas.as_ref(),
+            path: self.cfg.path,
+            poison: self.cfg.poison,
+        };
         b.run(pass, top, dout, stop)
     }
 

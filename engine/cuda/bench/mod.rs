@@ -14,9 +14,9 @@
 //! What a launcher does around its kernels (allocating scratch, uploading small host arrays,
 //! downloading a loss) is part of the time: it is what a training step pays.
 //!
-//! The whole training step joins later: its bench needs the GPU step (branch gpu-step), and
-//! will be one more group here (`Group::Step`) whose spec builds a model and times forward,
-//! backward and update, with the key `step/<dtype>/<model>.<method>.b<B>.s<S>`.
+//! The whole training step (`Group::Step`) needs a model, which this layer does not know: its
+//! specs are built by the caller (cli/bench/step.rs, through [`Spec::new`] and [`Case::new`])
+//! and run with the others by [`run_specs`], keyed `step/<dtype>/<model>.<method>.b<B>.s<S>`.
 
 mod attention;
 mod blas;
@@ -25,8 +25,8 @@ mod memory;
 mod report;
 mod shapes;
 
-pub use blas::{col_major, ColMajor};
-pub use report::{run_all, NotRun, Report, Row};
+pub use super::blas::{col_major, ColMajor};
+pub use report::{run_all, run_specs, NotRun, Report, Row};
 pub use shapes::{AttnModel, Config, Group, Layout, LoraShape, GROUPS};
 
 use serde::Serialize;
@@ -61,6 +61,18 @@ pub struct Spec {
 }
 
 impl Spec {
+    pub fn new(
+        op: &'static str,
+        imp: &'static str,
+        dtype: &'static str,
+        shape: String,
+        params: serde_json::Value,
+        bound: Bound,
+        build: impl Fn(&Device) -> Result<Case> + 'static,
+    ) -> Spec {
+        Spec { op, imp, dtype, shape, params, bound, build: Box::new(build) }
+    }
+
     /// `op/dtype/shape`: the join key of the engine's and PyTorch's JSON rows.
     pub fn key(&self) -> String {
         format!("{}/{}/{}", self.op, self.dtype, self.shape)
@@ -82,7 +94,7 @@ pub struct Case {
 }
 
 impl Case {
-    fn new(bytes: f64, flops: f64, run: impl FnMut() -> Result<()> + 'static) -> Case {
+    pub fn new(bytes: f64, flops: f64, run: impl FnMut() -> Result<()> + 'static) -> Case {
         Case { bytes, flops, run: Box::new(run) }
     }
 
@@ -154,6 +166,8 @@ pub fn specs(dev: &Device, cfg: &Config) -> Vec<Spec> {
                 Group::Activation => v.extend(memory::activation_specs(cfg)),
                 Group::CrossEntropy => v.extend(memory::cross_entropy_specs(cfg)),
                 Group::AdamW => v.extend(memory::adamw_specs(cfg)),
+                // Built by the caller, which knows the models (see the module head).
+                Group::Step => {}
             }
         }
     }

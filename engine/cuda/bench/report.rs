@@ -60,7 +60,12 @@ pub struct Report {
 
 /// Measures every spec of `cfg` on `dev`, calling `progress` after each (a row, or the reason
 /// it did not run). A spec that fails is recorded and the others still run.
-pub fn run_all(dev: &Device, cfg: &Config, version: &str, mut progress: impl FnMut(std::result::Result<&Row, &NotRun>)) -> Result<Report> {
+pub fn run_all(dev: &Device, cfg: &Config, version: &str, progress: impl FnMut(std::result::Result<&Row, &NotRun>)) -> Result<Report> {
+    run_specs(dev, cfg, version, specs(dev, cfg), progress)
+}
+
+/// [`run_all`] over a given list (the kernel specs and the caller's, such as the step's).
+pub fn run_specs(dev: &Device, cfg: &Config, version: &str, list: Vec<Spec>, mut progress: impl FnMut(std::result::Result<&Row, &NotRun>)) -> Result<Report> {
     let mut flush = Flush::new(dev, if dev.is_gpu() { cfg.flush_bytes } else { 0 })?;
     let mut report = Report {
         source: "engine",
@@ -76,7 +81,7 @@ pub fn run_all(dev: &Device, cfg: &Config, version: &str, mut progress: impl FnM
         skipped: vec![],
         failed: vec![],
     };
-    for spec in specs(dev, cfg) {
+    for spec in list {
         let not_run = |why: String| NotRun { key: spec.key(), imp: spec.imp, why };
         if let Some(why) = unavailable(dev, &spec) {
             report.skipped.push(not_run(why));

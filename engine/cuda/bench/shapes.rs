@@ -18,9 +18,12 @@ pub enum Group {
     Activation,
     CrossEntropy,
     AdamW,
+    /// A whole training step of a model (forward, backward, clip, AdamW): opt-in, since it
+    /// loads a model; its specs come from the caller.
+    Step,
 }
 
-/// Every group, in the order they run.
+/// Every kernel group, in the order they run (the step is asked for by name).
 pub const GROUPS: [Group; 8] =
     [Group::Copy, Group::Attention, Group::Lora, Group::Align, Group::Norm, Group::Activation, Group::CrossEntropy, Group::AdamW];
 
@@ -35,11 +38,12 @@ impl Group {
             Group::Activation => "activation",
             Group::CrossEntropy => "ce",
             Group::AdamW => "adamw",
+            Group::Step => "step",
         }
     }
 
     pub fn parse(s: &str) -> Option<Group> {
-        GROUPS.into_iter().find(|g| g.name() == s)
+        GROUPS.into_iter().chain([Group::Step]).find(|g| g.name() == s)
     }
 }
 

@@ -5,6 +5,7 @@ pub mod activation;
 pub mod adamw;
 pub mod align;
 pub mod attention;
+pub mod bias;
 pub mod cast;
 pub mod cross_entropy;
 pub mod dense_grad;
