@@ -12,7 +12,9 @@ use cuda_util::*;
 use polyadapt::engine::autograd::{ParamStore, Tape};
 use polyadapt::engine::cpu::gemm::Precision;
 use polyadapt::engine::cuda::kernels::lora::{lora_backward, lora_forward, LoraDims, LoraDropout, LoraGrads, LoraLayer};
+use polyadapt::engine::cuda::blas::Blas;
 use polyadapt::engine::cuda::kernels::{uses_tensor_cores, KernelPath};
+use polyadapt::engine::cuda::lora_blas::{lora_backward_blas, lora_forward_blas};
 use polyadapt::engine::cuda::{Device, Elem};
 use polyadapt::engine::ops;
 use polyadapt::engine::tensor::Tensor;
@@ -97,7 +99,9 @@ fn random_case(g: &mut Gen, i: usize) -> Case {
     Case { elem, d: LoraDims { tokens, din, dout, r }, alpha: g.pick(&[1.0, 8.0, 16.0]), bias: g.int(0, 1) == 1, dropout, seed: 100 + i as u64 }
 }
 
-fn run_case(dev: &Device, c: &Case, path: KernelPath, g: &mut Gen, keep_h: bool, what: &str) {
+/// The fused kernels on `path`, or (`blas`) engine/cuda/lora_blas.rs, which keeps h.
+fn run_case(dev: &Device, c: &Case, path: KernelPath, blas: Option<&Blas>, g: &mut Gen, keep_h: bool, what: &str) {
+    let keep_h = keep_h || blas.is_some();
     let LoraDims { tokens, din, dout, r } = c.d;
     let elem = c.elem;
     // x, W, dy as the element type holds them; the LoRA matrices and bias are f32 masters.
@@ -124,7 +128,10 @@ fn run_case(dev: &Device, c: &Case, path: KernelPath, g: &mut Gen, keep_h: bool,
     };
     let mut y = out(dev, elem, tokens * dout);
     let mut h = out(dev, Elem::F32, tokens * r);
-    lora_forward(dev, &layer, &c.d, &xb, &mut y, keep_h.then_some(&mut h), path).unwrap();
+    match blas {
+        Some(blas) => lora_forward_blas(dev, blas, &layer, &c.d, &xb, &mut y, &mut h).unwrap(),
+        None => lora_forward(dev, &layer, &c.d, &xb, &mut y, keep_h.then_some(&mut h), path).unwrap(),
+    }
     check(dev, &format!("{what}: y"), &y, &to_f64(&cpu.y), tol(elem));
 
     // dA, dB accumulate: start from a quarter of the expected gradient, so that an overwrite
@@ -135,12 +142,16 @@ fn run_case(dev: &Device, c: &Case, path: KernelPath, g: &mut Gen, keep_h: bool,
     let mut db = up(&start_b, Elem::F32);
     let mut dx = out(dev, elem, tokens * din);
     let grads = LoraGrads { dx: Some(&mut dx), da: Some(&mut da), db: Some(&mut db) };
-    lora_backward(dev, &layer, &c.d, &xb, keep_h.then_some(&h), &dyb, grads, path).unwrap();
+    match blas {
+        Some(blas) => lora_backward_blas(dev, blas, &layer, &c.d, &xb, &h, &dyb, grads).unwrap(),
+        None => lora_backward(dev, &layer, &c.d, &xb, keep_h.then_some(&h), &dyb, grads, path).unwrap(),
+    }
     check(dev, &format!("{what}: dx"), &dx, &to_f64(&cpu.dx), 2.0 * tol(elem));
     let plus = |a: &[f32], s: &[f32]| a.iter().zip(s).map(|(&x, &y)| x as f64 + y as f64).collect::<Vec<_>>();
     // The scalar path sums the same (rounded) inputs in f32 on both sides, whatever the element
-    // type; the tensor cores see A, B and h rounded to the element type (g and h carry that).
-    let param_tol = if path == KernelPath::TensorCores { tol(elem) } else { 1e-4 };
+    // type; the tensor cores see A, B and h rounded to the element type (g and h carry that),
+    // and so does cuBLAS for 16-bit types.
+    let param_tol = if path == KernelPath::TensorCores || (blas.is_some() && elem != Elem::F32) { tol(elem) } else { 1e-4 };
     check(dev, &format!("{what}: dA"), &da, &plus(&cpu.da, &start_a), param_tol);
     check(dev, &format!("{what}: dB"), &db, &plus(&cpu.db, &start_b), param_tol);
     // The frozen weight is read, never written.
@@ -155,10 +166,30 @@ fn fused_lora_matches_the_cpu_layer() {
             let c = random_case(&mut g, i);
             let keep_h = i % 2 == 0;
             let what = format!("case {i}: {:?} {:?} alpha {} bias {} dropout {} keep h {keep_h}", c.elem, c.d, c.alpha, c.bias, c.dropout);
-            run_case(dev, &c, KernelPath::Scalar, &mut g, keep_h, &what);
+            run_case(dev, &c, KernelPath::Scalar, None, &mut g, keep_h, &what);
             if uses_tensor_cores("lora", dev, c.elem, KernelPath::TensorCores).is_ok() {
-                run_case(dev, &c, KernelPath::TensorCores, &mut g, keep_h, &format!("{what} [tensor cores]"));
+                run_case(dev, &c, KernelPath::TensorCores, None, &mut g, keep_h, &format!("{what} [tensor cores]"));
             }
+        }
+    });
+}
+
+/// The same cases through cuBLAS (engine/cuda/lora_blas.rs, what the GPU training step runs):
+/// GPU only, the shim has no cuBLAS.
+#[test]
+fn lora_on_cublas_matches_the_cpu_layer() {
+    on_every_device(|dev| {
+        let blas = match Blas::new(dev) {
+            Ok(b) => b,
+            // A GPU machine has libcublas (the toolkit's or PyTorch's): there it must load.
+            Err(e) if dev.is_gpu() => panic!("cuBLAS on {}: {}", dev.name(), e.chain()),
+            Err(e) => return eprintln!("cuBLAS variant skipped on {}: {}", dev.name(), e.chain()),
+        };
+        let mut g = Gen::new(43);
+        for i in 0..36 {
+            let c = random_case(&mut g, i);
+            let what = format!("case {i}: {:?} {:?} alpha {} bias {} dropout {} [cuBLAS]", c.elem, c.d, c.alpha, c.bias, c.dropout);
+            run_case(dev, &c, KernelPath::Auto, Some(&blas), &mut g, true, &what);
         }
     });
 }

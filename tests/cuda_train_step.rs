@@ -316,6 +316,7 @@ fn run_case(dev: &Device, c: &Case) {
         cublas: c.cublas,
     };
     let mut gpu = GpuStep::new(dev, &cpu.model, &cpu.store, &cpu.adaptation, &cpu.head, cfg).unwrap();
+    assert_eq!(gpu.uses_cublas(), c.cublas && dev.is_gpu(), "cuBLAS asked for: {}, on {}", c.cublas, dev.name());
     compare("initial values", &gpu.read(Part::Value).unwrap(), &cpu_tensors(&cpu, Part::Value), 0.0);
     let mut loose = BTreeMap::new();
     for step in 0..c.steps {

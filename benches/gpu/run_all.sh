@@ -5,8 +5,9 @@
 #
 #   bash benches/gpu/run_all.sh [engine-train bench flags, e.g. --quick or --only attention,lora]
 #
-# Writes 8 files into $OUT (else bench-out/): nvidia-smi.txt, tests.log, engine.log,
-# engine.json, torch.log, torch.json, summary.txt, summary.md. SKIP_TESTS=1 skips the tests;
+# Writes 7 files into $OUT (else bench-out/): nvidia-smi.txt, tests.log, engine.log,
+# engine.json, torch.log, torch.json, summary.md (the device tool brings back 8 at most:
+# sanitize.sh's log is the 8th). SKIP_TESTS=1 skips the tests;
 # the archive's suites run (stage.sh's TESTS), on the devices POLYADAPT_TEST_DEVICES names.
 # `--only step` times the whole training step against transformers + peft (torch_step.py) on
 # the stand-in multilingual-e5-small.
@@ -19,20 +20,7 @@ python3 -c 'import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2
     { echo "run_all.sh: no gpu-bin/gpu-bin.tar.xz (run benches/gpu/stage.sh here first, and carry gpu-bin)"; exit 2; }
 status=0
 
-# cuBLAS (the engine's unfused LoRA rows, loaded at run time): the toolkit's, or the copy that
-# PyTorch's wheels bring, where the loader does not already find one.
-libs="$(python3 -c '
-import glob, os
-dirs = ["/usr/local/cuda/lib64"]
-try:
-    import nvidia
-    for p in nvidia.__path__:
-        dirs += glob.glob(os.path.join(p, "*", "lib")) + glob.glob(os.path.join(p, "*", "*", "lib"))
-except ImportError:
-    pass
-print(":".join(d for d in dirs if glob.glob(os.path.join(d, "libcublas.so*"))))
-')"
-export LD_LIBRARY_PATH="${LD_LIBRARY_PATH:+$LD_LIBRARY_PATH:}$libs"
+source benches/gpu/cuda_libs.sh
 
 nvidia-smi >"$out/nvidia-smi.txt" 2>&1
 head -20 "$out/nvidia-smi.txt"
@@ -64,5 +52,5 @@ tail -2 "$out/torch.log"
 [ -f "$out/torch.json" ] || { echo "run_all.sh: the PyTorch script wrote no JSON (torch.log)"; exit 1; }
 
 python3 benches/gpu/summarize.py "$out/engine.json" "$out/torch.json" --markdown >"$out/summary.md"
-python3 benches/gpu/summarize.py "$out/engine.json" "$out/torch.json" | tee "$out/summary.txt"
+python3 benches/gpu/summarize.py "$out/engine.json" "$out/torch.json"
 exit $status

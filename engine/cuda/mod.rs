@@ -21,6 +21,7 @@ pub mod buffer;
 pub mod device;
 mod gpu;
 pub mod kernels;
+pub mod lora_blas;
 pub mod modules;
 #[cfg(feature = "cuda-shim")]
 mod shim;

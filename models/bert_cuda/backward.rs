@@ -20,6 +20,7 @@ use crate::engine::cuda::kernels::activation::gelu_backward;
 use crate::engine::cuda::kernels::attention::{attention_backward, AttnBuffers, AttnGradBuffers};
 use crate::engine::cuda::blas::Blas;
 use crate::engine::cuda::kernels::lora::{lora_backward, LoraDropout, LoraGrads, LoraLayer};
+use crate::engine::cuda::lora_blas::lora_backward_blas;
 use crate::engine::cuda::kernels::norm::{norm_backward, NormGradsOut, NormKind, NormStats};
 use crate::engine::cuda::kernels::residual::{add_dropout, add_dropout_in_place};
 use crate::engine::cuda::kernels::KernelPath;
@@ -37,7 +38,7 @@ pub(super) struct Backward<'a> {
     pub model: &'a FrozenBert,
     pub params: &'a mut Trainables,
     pub empty: &'a Buffer,
-    /// cuBLAS for the input gradients of the projections without LoRA.
+    /// cuBLAS for the projections' backward (engine/cuda/lora_blas.rs where adapted).
     pub blas: Option<&'a Blas>,
     pub path: KernelPath,
     pub poison: bool,
@@ -70,7 +71,10 @@ impl Backward<'_> {
                 let dropout = seed.filter(|_| p > 0.0).map(|seed| LoraDropout { p, seed, stream });
                 let lin = LoraLayer { w: &dense.w, bias: Some(&dense.b), a: &s.a.value, b: &s.b.value, scale, dropout };
                 let grads = LoraGrads { dx, da: Some(&mut s.a.grad), db: Some(&mut s.b.grad) };
-                lora_backward(self.dev, &lin, &d, x, h, dy, grads, self.path)
+                match (self.blas, h) {
+                    (Some(blas), Some(h)) => lora_backward_blas(self.dev, blas, &lin, &d, x, h, dy, grads),
+                    _ => lora_backward(self.dev, &lin, &d, x, h, dy, grads, self.path),
+                }
             }
             _ => match (dx, self.blas) {
                 (None, _) => Ok(()),

@@ -25,6 +25,7 @@ use crate::engine::cuda::kernels::lora::{lora_forward, LoraDims, LoraDropout, Lo
 use crate::engine::cuda::kernels::norm::{norm_forward, NormKind, NormStats};
 use crate::engine::cuda::kernels::residual::{add_dropout_in_place, Dropout};
 use crate::engine::cuda::kernels::KernelPath;
+use crate::engine::cuda::lora_blas::lora_forward_blas;
 use crate::engine::cuda::{Buffer, Device, Elem};
 use crate::engine::error::{Error, Result};
 use crate::models::bert::position_ids;
@@ -131,7 +132,8 @@ pub(super) struct Forward<'a> {
     pub model: &'a FrozenBert,
     pub params: &'a Trainables,
     pub empty: &'a Buffer,
-    /// cuBLAS for the projections without LoRA (else the fused kernel at rank 0).
+    /// cuBLAS for the projections (engine/cuda/lora_blas.rs where adapted), else the fused
+    /// kernel (at rank 0 where not adapted).
     pub blas: Option<&'a Blas>,
     pub path: KernelPath,
     pub poison: bool,
@@ -168,7 +170,10 @@ impl Forward<'_> {
         }
         let lin = lora_layer(self.model, self.params, self.empty, layer, proj, site, seed);
         let mut h = site.map(|_| fresh(self.dev, Elem::F32, rows * d.r, self.poison)).transpose()?;
-        lora_forward(self.dev, &lin, &d, x, &mut y, h.as_mut(), self.path)?;
+        match (self.blas, h.as_mut()) {
+            (Some(blas), Some(h)) => lora_forward_blas(self.dev, blas, &lin, &d, x, &mut y, h)?,
+            _ => lora_forward(self.dev, &lin, &d, x, &mut y, h.as_mut(), self.path)?,
+        }
         Ok((y, h))
     }
 

@@ -57,9 +57,9 @@ pub struct GpuStepConfig {
     /// Testing: every activation buffer is filled with NaN before the kernel that writes it,
     /// so that an element no kernel wrote shows up in the losses and gradients.
     pub poison: bool,
-    /// The frozen projections (those without LoRA) on cuBLAS where the device is a GPU and
-    /// libcublas loads (else, and when false, the fused kernel at rank 0): cuBLAS runs them an
-    /// order of magnitude faster (BENCHMARKS.md, "CUDA kernels against PyTorch").
+    /// The projections on cuBLAS where the device is a GPU and libcublas loads (else, and when
+    /// false, the fused LoRA kernel, at rank 0 where a projection has no LoRA): cuBLAS runs
+    /// them an order of magnitude faster (BENCHMARKS.md, "CUDA kernels ... against PyTorch").
     pub cublas: bool,
 }
 
@@ -150,6 +150,11 @@ impl GpuStep {
 
     pub fn device(&self) -> &Device {
         &self.dev
+    }
+
+    /// Whether the projections run on cuBLAS (asked for, on a GPU where libcublas loaded).
+    pub fn uses_cublas(&self) -> bool {
+        self.blas.is_some()
     }
 
     /// Updates so far.
