@@ -1,4 +1,4 @@
-//! `engine-train bench` on the host shim (`--quick`): every benchmark of the list runs and
+//! `engine-train bench` on the host shim (`--quick`; the training step at a tiny batch): every benchmark of the list runs and
 //! writes a JSON row with positive times (the shim's times are CPU emulation; only their
 //! presence is checked); bad flags are one-line errors; benches/gpu/summarize.py joins the
 //! engine's JSON with a PyTorch one; and, where a Python with torch is at hand
@@ -97,6 +97,32 @@ fn quick_bench_on_the_shim_writes_every_row_with_positive_times() {
         }
     }
     assert!(v["copy_gbs"].as_f64().unwrap() > 0.0);
+}
+
+/// The whole training step (`--only step`, cli/bench/step.rs) on the shim with a tiny batch: the
+/// model loads from the cache, both implementations run (on the shim the cuBLAS one falls back
+/// to the fused kernels), and the rows carry what benches/gpu/torch_step.py needs.
+#[test]
+fn step_rows_run_on_the_shim() {
+    let d = dir("step");
+    let path = d.join("step.json");
+    let args = ["--device", "shim", "--only", "step", "--dtypes", "f32", "--batch", "1", "--seq", "5", "--warmup", "0", "--iters", "1"];
+    let (ok, _, stderr) = bench(&[&args[..], &["--json", path.to_str().unwrap()]].concat());
+    assert!(ok, "bench failed: {stderr}");
+    let v = read_json(&path);
+    let rows: Vec<&Value> = v["rows"].as_array().unwrap().iter().filter(|r| r["op"] == "step").collect();
+    let keys: BTreeSet<String> = rows.iter().map(|r| format!("{} {}", r["key"].as_str().unwrap(), r["impl"].as_str().unwrap())).collect();
+    let want: BTreeSet<String> = ["lora", "prefix", "lora_prefix"]
+        .iter()
+        .flat_map(|m| ["gpu-step", "gpu-step-fused"].map(|imp| format!("step/f32/e5-small.{m}.b1.s5 {imp}")))
+        .collect();
+    assert_eq!(keys, want);
+    for r in rows {
+        assert!(r["median_ms"].as_f64().unwrap() > 0.0 && r["flops"].as_f64().unwrap() > 0.0, "{r}");
+        let p = &r["params"];
+        assert!(std::path::Path::new(p["model_dir"].as_str().unwrap()).join("config.json").exists(), "{p}");
+        assert_eq!((p["batch"].as_u64(), p["seq"].as_u64()), (Some(1), Some(5)), "{p}");
+    }
 }
 
 #[test]
