@@ -1,5 +1,5 @@
-//! `engine-train bench` on the host shim (`--quick`; the training step at a tiny batch): every benchmark of the list runs and
-//! writes a JSON row with positive times (the shim's times are CPU emulation; only their
+//! `engine-train bench` on the host shim (`--quick`, and the training step at a tiny batch):
+//! every benchmark of the list runs and writes a JSON row with positive times (the shim's times are CPU emulation; only their
 //! presence is checked); bad flags are one-line errors; benches/gpu/summarize.py joins the
 //! engine's JSON with a PyTorch one; and, where a Python with torch is at hand
 //! (`POLYADAPT_TORCH_PYTHON`, else `python3`), benches/gpu/pytorch_kernels.py runs the same
