@@ -76,8 +76,8 @@ struct Case {
     /// Dropout on (hidden, attention, LoRA) under fixed seeds.
     dropout: bool,
     steps: usize,
-    /// The frozen projections on cuBLAS on a GPU (the fused kernel at rank 0 otherwise, and
-    /// always on the shim, which has no cuBLAS).
+    /// The projections on cuBLAS on a GPU (the fused LoRA kernel otherwise, and always on the
+    /// shim, which has no cuBLAS).
     cublas: bool,
     /// Norm-wise relative tolerance of every tensor (gradients, parameters, moments).
     tol: f64,
@@ -394,9 +394,9 @@ fn f32_step_with_prefix_lora_dropout_and_alignment_matches_the_cpu() {
 }
 
 /// No prefix; LoRA on every projection of layers 4 to 11 (the backward stops at layer 4); a
-/// mean-pooled head; the cosine alignment of first tokens at the last layer; no dropout. The
-/// frozen layers 0-3 go through the fused kernel at rank 0 (`cublas: false`), the path a GPU
-/// takes without cuBLAS; the other cases take cuBLAS there.
+/// mean-pooled head; the cosine alignment of first tokens at the last layer; no dropout. Every
+/// projection goes through the fused LoRA kernel (`cublas: false`; at rank 0 in the frozen
+/// layers 0-3), the path a GPU takes without cuBLAS; the other cases take cuBLAS there.
 #[test]
 fn f32_step_with_lora_everywhere_and_no_prefix_matches_the_cpu() {
     let c = Case {

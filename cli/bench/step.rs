@@ -4,8 +4,9 @@
 //! one [`GpuStep::step`]: three forward passes, their backward passes, the global-norm clip and
 //! AdamW, with the losses and the gradient norm read back as a training loop does.
 //!
-//! Two rows per shape: `gpu-step` (the frozen projections on cuBLAS) and `gpu-step-fused` (all
-//! projections through the fused LoRA kernel, at rank 0 where there is no LoRA).
+//! Two rows per shape: `gpu-step` (every projection on cuBLAS on a GPU: engine/cuda/blas.rs and
+//! lora_blas.rs) and `gpu-step-fused` (every projection through the fused LoRA kernel, at rank 0
+//! where there is no LoRA; the only path on the shim).
 //!
 //! Methods, as benches/gpu/torch_step.py builds them with peft: `lora` (r 8, alpha 16, q and v),
 //! `prefix` (20 virtual tokens, no MLP) and `lora_prefix`. Dropout is off on both sides. The model
