@@ -36,9 +36,10 @@ if [ "${SKIP_TESTS:-0}" != 1 ]; then
     : >"$out/tests.log"
     for t in cuda_kernels cuda_attention cuda_lora cuda_step_kernels cuda_train_step; do
         [ -x "$bin/$t" ] || { echo "test $t: not in the archive"; continue; }
-        REQUIRE_GPU=1 "$bin/$t" >>"$out/tests.log" 2>&1
+        REQUIRE_GPU=1 "$bin/$t" >"$bin/$t.log" 2>&1
         rc=$?
-        echo "test $t: exit $rc ($(grep -E '^test result' "$out/tests.log" | tail -1))"
+        cat "$bin/$t.log" >>"$out/tests.log"
+        echo "test $t: exit $rc ($(grep -E '^test result' "$bin/$t.log" | tail -1))"
         [ $rc = 0 ] || status=1
     done
 fi
