@@ -14,7 +14,7 @@ use crate::engine::error::{Error, Result};
 /// Why cuBLAS cannot run here, or `None`.
 pub fn unavailable(dev: &Device) -> Option<String> {
     if !dev.is_gpu() {
-        return Some("the unfused sequence runs on cuBLAS: GPU only".into());
+        return Some("cuBLAS runs on a GPU only (not on the host shim)".into());
     }
     // SAFETY: only tries to dlopen the library.
     if !unsafe { cudarc::cublas::sys::is_culib_present() } {
