@@ -10,14 +10,8 @@
 #   4. the alignment reduction against the copy bandwidth (goal: above 80%).
 # Appends each joined table to $OUT/goals.md; the JSON files go into $OUT/goals-json.tar.gz.
 set -uo pipefail
-out="${OUT:-bench-out}"
-mkdir -p "$out"
-bin="$(mktemp -d)"
+source benches/gpu/setup.sh || exit 2
 work="$(mktemp -d)"
-python3 -c 'import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2])' gpu-bin/gpu-bin.tar.xz "$bin" || exit 2
-source benches/gpu/cuda_libs.sh
-export POLYADAPT_CACHE="$bin/cache"
-python3 benches/gpu/standin_model.py make "$bin/e5-small" "$POLYADAPT_CACHE" >/dev/null || exit 2
 : >"$out/goals.md"
 run() {
     local name="$1"

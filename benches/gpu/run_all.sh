@@ -13,24 +13,11 @@
 # the stand-in multilingual-e5-small.
 # Exit status: 1 if a test, a bench row or a PyTorch row failed (the table still prints).
 set -uo pipefail
-out="${OUT:-bench-out}"
-mkdir -p "$out"
-bin="$(mktemp -d)"
-python3 -c 'import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2])' gpu-bin/gpu-bin.tar.xz "$bin" ||
-    { echo "run_all.sh: no gpu-bin/gpu-bin.tar.xz (run benches/gpu/stage.sh here first, and carry gpu-bin)"; exit 2; }
+source benches/gpu/setup.sh || exit 2
 status=0
-
-source benches/gpu/cuda_libs.sh
 
 nvidia-smi >"$out/nvidia-smi.txt" 2>&1
 head -20 "$out/nvidia-smi.txt"
-
-# The tests read their fixtures under the path they were built in; the training-step test and
-# the step bench a multilingual-e5-small: a stand-in with the real shapes (standin_model.py).
-built="$(cat "$bin/manifest_dir")"
-[ -e "$built" ] || { mkdir -p "$(dirname "$built")" && ln -s "$PWD" "$built"; }
-export POLYADAPT_CACHE="$bin/cache"
-python3 benches/gpu/standin_model.py make "$bin/e5-small" "$POLYADAPT_CACHE" >/dev/null || status=1
 
 if [ "${SKIP_TESTS:-0}" != 1 ]; then
     : >"$out/tests.log"

@@ -8,14 +8,7 @@
 #
 #   bash benches/gpu/sanitize.sh [suite ...]
 set -uo pipefail
-out="${OUT:-bench-out}"
-mkdir -p "$out"
-bin="$(mktemp -d)"
-python3 -c 'import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2])' gpu-bin/gpu-bin.tar.xz "$bin" ||
-    { echo "sanitize.sh: no gpu-bin/gpu-bin.tar.xz (run benches/gpu/stage.sh here first, and carry gpu-bin)"; exit 2; }
-built="$(cat "$bin/manifest_dir")"
-[ -e "$built" ] || { mkdir -p "$(dirname "$built")" && ln -s "$PWD" "$built"; }
-source benches/gpu/cuda_libs.sh
+source benches/gpu/setup.sh || exit 2
 export POLYADAPT_TEST_DEVICES=gpu REQUIRE_GPU=1
 suites=("${@:-cuda_kernels cuda_attention cuda_lora cuda_step_kernels}")
 status=0
