@@ -105,6 +105,17 @@ set = {{ "methods.prefix" = {{ virtual_tokens = 3 }} }}
     assert!(err.contains("16 point(s) (8 combination(s) of 3 axis/axes x 2 seed(s)), 16 to run"), "{err}");
     assert!(!out.exists(), "a dry run writes nothing");
 
+    // A variant's `seeds = 1`: only at the sweep's first seed (3 here), the others at both.
+    let text = sweep.replace("[variants.method.lora]\n", "[variants.method.lora]\nseeds = 1\n");
+    let file = write(&dir, "first.toml", &text);
+    let (ok, stdout, err) = engine(&["sweep", "--config", file.to_str().unwrap(), "--out", out.to_str().unwrap(), "--dry-run"], &dir);
+    assert!(ok, "{err}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 12, "lora at seed 3 only (4), lora+prefix at both seeds (8): {stdout}");
+    assert!(!stdout.contains("method=lora,methods.lora.r=2,lr=0.001/seed=1"), "{stdout}");
+    assert!(stdout.contains("method=lora,methods.lora.r=2,lr=0.001/seed=3"), "{stdout}");
+    assert!(stdout.contains("method=lora+prefix,methods.lora.r=2,lr=0.001/seed=1"), "{stdout}");
+
     // `seeds = N` means 0..N; no axes gives plain seed directories.
     let file = write(&dir, "plain.toml", &format!("seeds = 3\n{}", base(&dir, 2)));
     let (ok, stdout, err) = engine(&["sweep", "--config", file.to_str().unwrap(), "--out", out.to_str().unwrap(), "--dry-run"], &dir);
@@ -134,6 +145,8 @@ fn mistakes_are_reported_before_anything_runs() {
         (format!("[grid]\n\"optim.lr\" = [1e-3]\n[quick]\ngrid = {{ \"optim.beta1\" = [0.5] }}\n{b}"), vec!["--quick"], vec!["quick.grid.optim.beta1", "not a key of [grid]"]),
         (format!("[variants.method.a]\n[quick]\nvariants = {{ method = [\"zzz\"] }}\n{b}"), vec!["--quick"], vec!["quick.variants.method", "no variant `zzz`"]),
         (format!("seeds = 0\n{b}"), vec![], vec!["seeds", "at least 1"]),
+        (format!("[variants.method.z]\nseeds = 0\n{b}"), vec![], vec!["variants.method.z.seeds", "at least 1"]),
+        (format!("[variants.method.z]\nseeds = [0]\n{b}"), vec![], vec!["variants.method.z.seeds", "first seeds"]),
         (format!("seeds = [1, 1]\n{b}"), vec![], vec!["seeds", "listed twice"]),
         (format!("gird = 1\n{b}"), vec![], vec!["unknown field `gird`"]),
         (format!("[names]\n\"optim.lr\" = \"lr\"\n{b}"), vec![], vec!["names.optim.lr", "not a key of [grid]"]),

@@ -15,6 +15,10 @@
 //! remove = ["methods.prefix", "align"]
 //! set = { "methods.lora.r" = 8 }
 //!
+//! [variants.method.zero-shot]      # a variant may run at the sweep's first N seeds only:
+//! seeds = 1                        # for points that do not depend on the seed (evaluation only)
+//! set = { "run.evaluate_only" = true }
+//!
 //! [quick]                          # --quick: a CI-sized form
 //! seeds = [0, 1]
 //! set = { "run.steps" = 2, "tasks[*].eval[*].sample" = 10 }
@@ -62,6 +66,8 @@ struct VariantFile {
     remove: Vec<String>,
     #[serde(default)]
     set: toml::Table,
+    #[serde(default)]
+    seeds: Option<Value>,
 }
 
 #[derive(Deserialize)]
@@ -83,6 +89,8 @@ pub struct Choice {
     pub label: Value,
     pub remove: Vec<KeyPath>,
     pub set: Vec<(KeyPath, Value)>,
+    /// A variant's `seeds = N`: it runs at the sweep's first N seeds only.
+    pub first_seeds: Option<usize>,
 }
 
 #[derive(Clone, Debug)]
@@ -147,13 +155,20 @@ impl Sweep {
                 let field = format!("variants.{name}.{vname}");
                 let remove = v.remove.iter().map(|r| KeyPath::parse(r)).collect::<std::result::Result<_, _>>().map_err(|m| bad(&format!("{field}.remove"), m))?;
                 let set = overrides(&v.set, "set").map_err(|m| bad(&field, m))?;
-                choices.push(Choice { label: Value::String(vname.clone()), remove, set });
+                let first_seeds = match &v.seeds {
+                    None => None,
+                    Some(Value::Integer(n)) if *n >= 1 => Some(*n as usize),
+                    Some(other) => {
+                        return Err(bad(&format!("{field}.seeds"), format!("expected how many of the sweep's first seeds to run (at least 1), found `{other}`")))
+                    }
+                };
+                choices.push(Choice { label: Value::String(vname.clone()), remove, set, first_seeds });
             }
             axes.push(Axis { name: name.clone(), key: None, choices });
         }
         for (key, values) in grid {
             let name = file.names.get(&key.to_string()).cloned().unwrap_or_else(|| key.to_string());
-            let choices = values.into_iter().map(|v| Choice { label: v.clone(), remove: Vec::new(), set: vec![(key.clone(), v)] }).collect();
+            let choices = values.into_iter().map(|v| Choice { label: v.clone(), remove: Vec::new(), set: vec![(key.clone(), v)], first_seeds: None }).collect();
             axes.push(Axis { name, key: Some(key), choices });
         }
         let mut names = BTreeSet::from(["seed".to_string()]);
@@ -179,7 +194,7 @@ impl Sweep {
             for (key, values) in qgrid {
                 let axis = axes.iter_mut().find(|a| a.key.as_ref().is_some_and(|k| k.same_as(&key)));
                 let axis = axis.ok_or_else(|| bad(&format!("quick.grid.{key}"), "not a key of [grid]".into()))?;
-                axis.choices = values.into_iter().map(|v| Choice { label: v.clone(), remove: Vec::new(), set: vec![(key.clone(), v)] }).collect();
+                axis.choices = values.into_iter().map(|v| Choice { label: v.clone(), remove: Vec::new(), set: vec![(key.clone(), v)], first_seeds: None }).collect();
             }
             for (name, keep) in &q.variants {
                 let field = format!("quick.variants.{name}");

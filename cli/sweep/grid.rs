@@ -39,7 +39,7 @@ pub fn expand(sweep: &Sweep) -> Result<Vec<Point>> {
     let combos: usize = sizes.iter().product();
     let mut points = Vec::with_capacity(combos * sweep.seeds.len());
     let mut seen: BTreeMap<PathBuf, String> = BTreeMap::new();
-    for &seed in &sweep.seeds {
+    for (seed_index, &seed) in sweep.seeds.iter().enumerate() {
         for combo in 0..combos {
             // Mixed-radix digits of `combo`, the first axis most significant.
             let mut rest = combo;
@@ -47,6 +47,10 @@ pub fn expand(sweep: &Sweep) -> Result<Vec<Point>> {
             for (i, &n) in sizes.iter().enumerate().rev() {
                 picks[i] = rest % n;
                 rest /= n;
+            }
+            // A variant with `seeds = N` runs at the sweep's first N seeds only.
+            if sweep.axes.iter().zip(&picks).any(|(a, &c)| a.choices[c].first_seeds.is_some_and(|n| seed_index >= n)) {
+                continue;
             }
             let labels: Vec<(String, Value)> = sweep.axes.iter().zip(&picks).map(|(a, &c)| (a.name.clone(), a.choices[c].label.clone())).collect();
             let name = labels.iter().map(|(n, v)| format!("{}={}", file_safe(n), file_safe(&label_text(v)))).collect::<Vec<_>>().join(",");
