@@ -129,7 +129,8 @@ fn tokenizer() -> TextTokenizer {
 
 /// Runs a test body on a thread with a 64 MB stack: the tokenizer's copy of multilingual-e5's
 /// 250k-entry unigram trie (in `encode_truncated`) recurses deeply, and overflowed a test
-/// thread's 2 MB stack under one of these tests' frames.
+/// thread's 2 MB stack under one of these tests' frames. (Bodies run through
+/// `on_every_device` already get such a thread.)
 fn big_stack(body: impl FnOnce() + Send + 'static) {
     let t = std::thread::Builder::new().stack_size(64 << 20).spawn(body).unwrap();
     if let Err(e) = t.join() {
@@ -390,7 +391,7 @@ fn f32_step_with_prefix_lora_dropout_and_alignment_matches_the_cpu() {
         tol: 1e-4,
         tol_loss: 1e-4,
     };
-    big_stack(move || on_every_device(|dev| run_case(dev, &c)));
+    on_every_device(|dev| run_case(dev, &c));
 }
 
 /// No prefix; LoRA on every projection of layers 4 to 11 (the backward stops at layer 4); a
@@ -415,7 +416,7 @@ fn f32_step_with_lora_everywhere_and_no_prefix_matches_the_cpu() {
         tol: 1e-4,
         tol_loss: 1e-4,
     };
-    big_stack(move || on_every_device(|dev| run_case(dev, &c)));
+    on_every_device(|dev| run_case(dev, &c));
 }
 
 /// bf16 activations and frozen weights on the device against the CPU with bf16 weights and
@@ -439,7 +440,7 @@ fn bf16_step_matches_the_cpu_within_bf16_rounding() {
         tol: 1e-1,
         tol_loss: 1e-2,
     };
-    big_stack(move || on_every_device(|dev| run_case(dev, &c)));
+    on_every_device(|dev| run_case(dev, &c));
 }
 
 /// What has no GPU path is refused, naming it, before anything is copied or run (the tiny
